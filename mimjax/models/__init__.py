@@ -1,0 +1,1 @@
+"""Flax linen models: the ViT encoder, MAE and LUT."""

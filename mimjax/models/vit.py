@@ -1,0 +1,173 @@
+"""ViT encoder with fixed 2D sin-cos position embeddings, as in the MAE reference.
+
+Parameters are float32; the compute dtype is a module attribute. Attention goes through
+`jax.nn.dot_product_attention`, so a fused kernel can be chosen with `attention_impl`.
+"""
+import dataclasses
+import re
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LN_EPS = 1e-6
+
+# name -> (width, depth, heads); MLP ratio 4 everywhere.
+_WIDTHS = {
+    "mu": (32, 2, 2),  # tests
+    "nano": (64, 4, 4),  # the CPU demo
+    "Ti": (192, 12, 3),
+    "S": (384, 12, 6),
+    "M": (512, 12, 8),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "H": (1280, 32, 16),
+    "g": (1408, 40, 16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class VitSpec:
+  width: int
+  depth: int
+  heads: int
+  patch: int
+  mlp_dim: int
+
+
+def decode_variant(variant: str) -> VitSpec:
+  """Decodes "B/16" (name/patch) into sizes; raises ValueError naming the valid choices."""
+  match = re.fullmatch(r"([A-Za-z]+)/(\d+)", variant or "")
+  if not match or match.group(1) not in _WIDTHS:
+    raise ValueError(
+        f"unknown ViT variant {variant!r}: use NAME/PATCH with NAME in {sorted(_WIDTHS)}, e.g. 'B/16'")
+  width, depth, heads = _WIDTHS[match.group(1)]
+  return VitSpec(width, depth, heads, int(match.group(2)), 4 * width)
+
+
+def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
+  """concat[sin(pos * w), cos(pos * w)] with w_k = 1 / 10000^(k / (dim/2))."""
+  omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2.0))
+  out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
+  return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def sincos_2d(dim: int, grid: tuple[int, int], cls_token: bool = True) -> np.ndarray:
+  """Fixed 2D position embedding, (rows*cols [+1], dim): first half column, second half row."""
+  if dim % 4:
+    raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
+  rows, cols = np.meshgrid(np.arange(grid[0]), np.arange(grid[1]), indexing="ij")
+  emb = np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
+  if cls_token:
+    emb = np.concatenate([np.zeros((1, dim)), emb], axis=0)
+  return emb.astype(np.float32)
+
+
+def patchify(images: jax.Array, patch: int) -> jax.Array:
+  """(N, H, W, C) -> (N, h*w, p*p*C), tokens row-major, (row, col, channel) inside a patch."""
+  n, h, w, c = images.shape
+  x = images.reshape(n, h // patch, patch, w // patch, patch, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, (h // patch) * (w // patch), patch * patch * c)
+
+
+def unpatchify(tokens: jax.Array, patch: int, grid: tuple[int, int], channels: int = 3) -> jax.Array:
+  """Inverse of `patchify`."""
+  n = tokens.shape[0]
+  x = tokens.reshape(n, *grid, patch, patch, channels).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(n, grid[0] * patch, grid[1] * patch, channels)
+
+
+def gather_tokens(x: jax.Array, ids: jax.Array) -> jax.Array:
+  """x[n, ids[n, i], :] for each sample n."""
+  return jnp.take_along_axis(x, ids[..., None], axis=1)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with one fused qkv projection, like the reference (D -> 3D)."""
+  heads: int
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x):
+    n, length, width = x.shape
+    dense = lambda features, name: nn.Dense(
+        features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
+    qkv = dense(3 * width, "qkv")(x).reshape(n, length, 3, self.heads, width // self.heads)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    return dense(width, "out")(out.reshape(n, length, width))
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block: x += Attn(LN(x)); x += MLP(LN(x)), exact GELU."""
+  heads: int
+  mlp_dim: int
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x):
+    norm = lambda name: nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name=name)
+    dense = lambda features, name: nn.Dense(
+        features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
+    x = x + Attention(self.heads, self.dtype, self.attention_impl, name="attn")(norm("norm1")(x))
+    y = norm("norm2")(x)
+    y = dense(self.mlp_dim, "fc1")(y)
+    y = nn.gelu(y, approximate=False)
+    return x + dense(x.shape[-1], "fc2")(y)
+
+
+class Transformer(nn.Module):
+  """A stack of blocks followed by a final LayerNorm; `remat` trades compute for memory."""
+  depth: int
+  heads: int
+  mlp_dim: int
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: Optional[str] = None
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    block = nn.remat(Block) if self.remat else Block
+    for i in range(self.depth):
+      x = block(self.heads, self.mlp_dim, self.dtype, self.attention_impl, name=f"block{i}")(x)
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
+
+
+class Encoder(nn.Module):
+  """The MAE encoder: patch embed -> + pos embed -> keep `ids_keep` -> prepend cls -> blocks -> LN.
+
+  Returns (N, 1 + kept, width) tokens, cls first. `ids_keep=None` encodes every patch.
+  """
+  variant: str = "B/16"
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: Optional[str] = None
+  remat: bool = False
+
+  @property
+  def spec(self) -> VitSpec:
+    return decode_variant(self.variant)
+
+  @nn.compact
+  def __call__(self, images, ids_keep=None):
+    spec = self.spec
+    # Kernel (p, p, C, D) flattens in the patch-vector order; xavier over that flattened shape.
+    x = nn.Conv(spec.width, (spec.patch, spec.patch), strides=(spec.patch, spec.patch),
+                padding="VALID", dtype=self.dtype,
+                kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3),
+                name="patch_embed")(images.astype(self.dtype))
+    n, rows, cols, _ = x.shape
+    x = x.reshape(n, rows * cols, spec.width)
+    pos = jnp.asarray(sincos_2d(spec.width, (rows, cols)), dtype=x.dtype)
+    x = x + pos[None, 1:]
+    if ids_keep is not None:
+      x = gather_tokens(x, ids_keep)
+    cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, spec.width), jnp.float32)
+    cls = jnp.broadcast_to(cls.astype(x.dtype) + pos[None, :1], (n, 1, spec.width))
+    x = jnp.concatenate([cls, x], axis=1)
+    return Transformer(spec.depth, spec.heads, spec.mlp_dim, self.dtype, self.attention_impl,
+                       self.remat, name="transformer")(x)

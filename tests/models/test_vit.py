@@ -1,0 +1,71 @@
+"""The encoder's fixed pieces against METHOD.md's definitions, computed independently here."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimjax.models import vit
+
+
+def test_sincos_first_half_is_column_second_half_is_row():
+  dim, grid = 16, (3, 5)
+  emb = vit.sincos_2d(dim, grid)
+  assert emb.shape == (1 + 15, dim)
+  np.testing.assert_array_equal(emb[0], 0)
+  w = 1.0 / 10000 ** (np.arange(dim // 4) / (dim // 4))
+  for token in range(15):
+    row, col = divmod(token, grid[1])
+    expected = np.concatenate([np.sin(col * w), np.cos(col * w), np.sin(row * w), np.cos(row * w)])
+    np.testing.assert_allclose(emb[1 + token], expected, rtol=1e-6, atol=1e-7)
+
+
+def test_patchify_order_and_inverse():
+  images = np.arange(2 * 8 * 12 * 3, dtype=np.float32).reshape(2, 8, 12, 3)
+  tokens = vit.patchify(jnp.asarray(images), 4)
+  assert tokens.shape == (2, 6, 48)
+  # Token 4 is grid row 1, column 1; inside it (row-in-patch, col-in-patch, channel), channel fastest.
+  np.testing.assert_array_equal(tokens[1, 4], images[1, 4:8, 4:8, :].reshape(-1))
+  np.testing.assert_array_equal(vit.unpatchify(tokens, 4, (2, 3)), images)
+
+
+@pytest.mark.parametrize("variant,expected", [("B/16", (768, 12, 12, 16)), ("H/14", (1280, 32, 16, 14)),
+                                              ("mu/4", (32, 2, 2, 4))])
+def test_decode_variant(variant, expected):
+  spec = vit.decode_variant(variant)
+  assert (spec.width, spec.depth, spec.heads, spec.patch) == expected
+  assert spec.mlp_dim == 4 * spec.width
+
+
+@pytest.mark.parametrize("bad", ["X/16", "B16", "", "B/"])
+def test_unknown_variant_names_the_choices(bad):
+  with pytest.raises(ValueError, match="unknown ViT variant"):
+    vit.decode_variant(bad)
+
+
+def test_reference_initialization():
+  model = vit.Encoder("S/16")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  width = 384
+  qkv = np.asarray(params["transformer"]["block0"]["attn"]["qkv"]["kernel"])
+  # xavier-uniform on the fused (D, 3D) matrix: bound sqrt(6 / (D + 3D)), variance bound^2 / 3.
+  bound = np.sqrt(6 / (width + 3 * width))
+  assert np.abs(qkv).max() <= bound and np.abs(qkv).max() > 0.95 * bound
+  np.testing.assert_allclose(qkv.var(), bound ** 2 / 3, rtol=0.02)
+  patch = np.asarray(params["patch_embed"]["kernel"])
+  bound = np.sqrt(6 / (16 * 16 * 3 + width))  # on the flattened (p*p*C, D) shape
+  assert np.abs(patch).max() <= bound and np.abs(patch).max() > 0.95 * bound
+  np.testing.assert_allclose(np.asarray(params["cls"]).std(), 0.02, rtol=0.25)
+  np.testing.assert_array_equal(params["transformer"]["block0"]["fc1"]["bias"], 0)
+  np.testing.assert_array_equal(params["transformer"]["norm"]["scale"], 1)
+
+
+def test_encoder_bfloat16_compute_keeps_float32_params():
+  model = vit.Encoder("mu/4", dtype=jnp.bfloat16)
+  images = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(0), images)
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(variables))
+  tokens_bf16 = model.apply(variables, images)
+  tokens_f32 = vit.Encoder("mu/4").apply(variables, images)
+  assert tokens_bf16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(tokens_bf16, np.float32), tokens_f32, atol=0.1)
+  assert not np.allclose(np.asarray(tokens_bf16, np.float32), tokens_f32, atol=1e-5)
