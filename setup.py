@@ -36,4 +36,8 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": [
+        "mimjax-train = mimjax.main:main",
+        "mimjax-export = mimjax.export.cli:main",
+    ]},
 )

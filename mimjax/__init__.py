@@ -1,0 +1,1 @@
+from mimjax.api import load_pretrained

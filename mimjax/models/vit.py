@@ -38,11 +38,19 @@ class VitSpec:
 
 
 def decode_variant(variant: str) -> VitSpec:
-  """Decodes "B/16" (name/patch) into sizes; raises ValueError naming the valid choices."""
+  """Decodes "B/16" (name/patch) or "W768-D12-H12/16" (explicit width-depth-heads/patch) into sizes.
+
+  Raises ValueError naming the valid choices.
+  """
+  custom = re.fullmatch(r"W(\d+)-D(\d+)-H(\d+)/(\d+)", variant or "")
+  if custom:
+    width, depth, heads, patch = map(int, custom.groups())
+    return VitSpec(width, depth, heads, patch, 4 * width)
   match = re.fullmatch(r"([A-Za-z]+)/(\d+)", variant or "")
   if not match or match.group(1) not in _WIDTHS:
     raise ValueError(
-        f"unknown ViT variant {variant!r}: use NAME/PATCH with NAME in {sorted(_WIDTHS)}, e.g. 'B/16'")
+        f"unknown ViT variant {variant!r}: use NAME/PATCH with NAME in {sorted(_WIDTHS)}, e.g. "
+        "'B/16', or WIDTH-DEPTH-HEADS/PATCH as 'W768-D12-H12/16'")
   width, depth, heads = _WIDTHS[match.group(1)]
   return VitSpec(width, depth, heads, int(match.group(2)), 4 * width)
 

@@ -1,0 +1,136 @@
+"""What the layouts share: model kwargs, expected shapes, flat trees, safetensors and JSON files."""
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from mimjax.models import mae
+from mimjax.models import vit
+from mimjax.export.rules import ConversionError
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+# The MAE(...) constructor arguments that define the architecture (and so the exported files).
+ARCH_KEYS = ("variant", "mask_ratio", "norm_pix_loss", "decoder_width", "decoder_depth",
+             "decoder_heads")
+# Constructor arguments that change only how the model computes (or a LUT head): not exported.
+COMPUTE_KEYS = ("dtype", "attention_impl", "remat", "head_hidden")
+CHANNELS = 3  # the MAE decoder predicts RGB patches
+
+
+def mimjax_version() -> str:
+  try:
+    return importlib.metadata.version("mimjax")
+  except importlib.metadata.PackageNotFoundError:
+    return "unknown"
+
+
+def arch_kwargs(model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+  """The architecture part of `MAE(**model_kwargs)`, with MAE's defaults filled in."""
+  unknown = set(model_kwargs) - set(ARCH_KEYS) - set(COMPUTE_KEYS)
+  if unknown:
+    raise ValueError(f"unknown model_kwargs {sorted(unknown)}: expected MAE(...) arguments "
+                     f"{list(ARCH_KEYS)} (and optionally {list(COMPUTE_KEYS)}, not exported)")
+  kwargs = {k: model_kwargs.get(k, getattr(mae.MAE, k)) for k in ARCH_KEYS}
+  vit.decode_variant(kwargs["variant"])  # a clear error for a bad variant
+  return kwargs
+
+
+def grid_of(model_kwargs: Mapping[str, Any], image_size: int) -> tuple[int, int]:
+  patch = vit.decode_variant(model_kwargs["variant"]).patch
+  if not isinstance(image_size, (int, np.integer)) or image_size <= 0 or image_size % patch:
+    raise ValueError(f"image_size must be a positive multiple of the patch size {patch}, "
+                     f"got {image_size!r}")
+  return (int(image_size) // patch,) * 2
+
+
+@functools.lru_cache(maxsize=32)
+def _shapes(items: tuple[tuple[str, Any], ...], image_size: int) -> dict[str, tuple[int, ...]]:
+  import jax  # pylint: disable=g-import-not-at-top
+  import flax.traverse_util  # pylint: disable=g-import-not-at-top
+  model = mae.MAE(**dict(items))
+  grid = grid_of(dict(items), image_size)
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, CHANNELS), np.float32)
+  noise = jax.ShapeDtypeStruct((1, grid[0] * grid[1]), np.float32)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), images, noise)["params"]
+  return {k: tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(abstract, sep="/").items()}
+
+
+def expected_shapes(model_kwargs: Mapping[str, Any], image_size: int,
+                    scope: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+  """Flat path -> shape of the mimjax MAE params under `scope`, via `jax.eval_shape` (no arrays)."""
+  shapes = _shapes(tuple(sorted(arch_kwargs(model_kwargs).items())), int(image_size))
+  return {k: s for k, s in shapes.items() if k.split("/", 1)[0] in scope}
+
+
+def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
+  """Nested params (a `{'params': ...}` wrapper is accepted) -> '/'-paths."""
+  import flax.traverse_util  # pylint: disable=g-import-not-at-top
+  if set(params) == {"params"}:
+    params = params["params"]
+  return flax.traverse_util.flatten_dict(dict(params), sep="/")
+
+
+def unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
+  import flax.traverse_util  # pylint: disable=g-import-not-at-top
+  return flax.traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
+# ----------------------------------------------------------------------------------------------
+# Files: safetensors (no pickles) and JSON, written atomically.
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str, write):
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
+  os.close(fd)
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def save_safetensors(tensors: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, Any]):
+  """Writes float32, C-contiguous, finite tensors; metadata values become strings."""
+  bad = [k for k, v in tensors.items() if not np.all(np.isfinite(v))]
+  if bad:
+    raise ConversionError(f"refusing to export non-finite values (NaN or Inf) in {len(bad)} "
+                          f"tensor(s): {', '.join(sorted(bad))}")
+  arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+  meta = {"format": "pt", **{str(k): str(v) for k, v in metadata.items()}}
+  _atomic_write(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=meta))
+
+
+def load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  with safetensors.safe_open(path, framework="np") as f:
+    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def save_json(obj: Mapping[str, Any], path: str):
+  text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  _atomic_write(path, write)
+
+
+def load_json(path: str) -> dict[str, Any]:
+  with open(path) as f:
+    return json.load(f)
+
+
+def count(shapes: Mapping[str, tuple[int, ...]]) -> int:
+  return sum(math.prod(s) for s in shapes.values())

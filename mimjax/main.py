@@ -1,0 +1,48 @@
+r"""mimjax-train: pre-trains MAE or LUT.
+
+  mimjax-train --config configs/mae.py:demo --workdir workdirs/mae_demo
+  mimjax-train --config configs/lut.py:variant=B/16,dataset=imagenet2012 --workdir DIR \
+      --config.input.batch_size=1024 --config.total_steps=100000
+
+On a multi-host TPU pod or a SLURM cluster add --distributed: jax.distributed.initialize()
+then finds the coordinator, the process count and this process's index from the environment.
+"""
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and metrics go.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def run(argv):
+  del argv
+  import jax  # after flag parsing, so --help is fast
+
+  from mimjax import checkpoint
+  from mimjax import config_lib
+  from mimjax import data
+  from mimjax import train
+
+  if FLAGS.distributed:
+    jax.distributed.initialize()
+  try:
+    train.train(FLAGS.config, FLAGS.workdir)
+  except (config_lib.ConfigError, data.DataConfigError, checkpoint.CheckpointError,
+          train.NonFiniteLossError) as e:
+    print(f"mimjax-train: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(2)
+
+
+def main():
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

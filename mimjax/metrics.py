@@ -1,0 +1,82 @@
+"""Metric writers: TensorBoard (clu), `metrics.jsonl`, and a console progress line with ETA."""
+import json
+import math
+import os
+import time
+
+import numpy as np
+from clu import metric_writers
+
+JSONL = "metrics.jsonl"
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(seconds)
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class MetricsLogger:
+  """Writes scalars and images from the main process; the other processes write nothing.
+
+  On a resumed run, `metrics.jsonl` lines past the resumed step (logged by the interrupted
+  run after its last checkpoint) are dropped, so the file reads as one uninterrupted run.
+  """
+
+  def __init__(self, workdir: str, total_steps: int, start_step: int, is_main: bool = True):
+    self.total_steps = total_steps
+    self.is_main = is_main
+    self._last = (time.monotonic(), start_step)
+    if not is_main:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self.jsonl_path = os.path.join(workdir, JSONL)
+    _truncate_after(self.jsonl_path, start_step)
+    self._jsonl = open(self.jsonl_path, "a")
+    self._writer = metric_writers.AsyncWriter(
+        metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
+
+  def throughput(self, step: int, images_per_step: int) -> tuple[float, float]:
+    """(images/s since the last call, seconds left at that pace)."""
+    now = time.monotonic()
+    last_time, last_step = self._last
+    self._last = (now, step)
+    steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+    eta = (self.total_steps - step) / steps_per_sec if steps_per_sec > 0 else math.inf
+    return steps_per_sec * images_per_step, eta
+
+  def write_scalars(self, step: int, scalars: dict[str, float]):
+    if not self.is_main:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._writer.write_scalars(step, scalars)
+    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+    eta = scalars.get("eta_seconds", math.inf)
+    print(f"step {step}/{self.total_steps} | loss {scalars['loss']:.4f} | "
+          f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | "
+          f"ETA {_format_duration(eta) if math.isfinite(eta) else '?'}", flush=True)
+
+  def write_images(self, step: int, images: dict[str, np.ndarray]):
+    if self.is_main:
+      self._writer.write_images(step, images)
+
+  def close(self):
+    if self.is_main:
+      self._writer.flush()
+      self._writer.close()
+      self._jsonl.close()
+
+
+def _truncate_after(path: str, step: int):
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+  with open(path, "w") as f:
+    f.writelines(lines)
+
+
+def read_jsonl(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, JSONL)) as f:
+    return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,94 @@
+"""Configs: the published recipes, the demo, and one clear error per bad value."""
+import math
+
+import pytest
+
+from mimjax import config_lib
+from mimjax import optim
+from tests.trainer_utils import load_config as load
+
+
+@pytest.mark.parametrize("method", ["mae", "lut"])
+@pytest.mark.parametrize("variant", ["S/16", "B/16", "L/16", "H/14"])
+def test_published_recipe(method, variant):
+  c = load(method, f"variant={variant},dataset=imagenet2012")
+  assert c.model.variant == variant and c.input.dataset == "imagenet2012"
+  assert c.input.batch_size == 4096 and c.input.image_size == 224
+  assert c.model.mask_ratio == 0.75 and c.model.norm_pix_loss
+  assert (c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads) == (512, 8, 16)
+  assert (c.optim.b1, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (0.9, 0.95, 1e-8, 0.05)
+  assert c.optim.warmup_epochs == 40 and not c.optim.grad_clip_norm
+  peak = optim.peak_learning_rate(c.optim.base_lr, 4096, c.optim.lr_rule)
+  assert peak == pytest.approx(1.5e-4 * 16)  # both rules give 2.4e-3 at batch 4096
+  if method == "lut":
+    assert c.epochs == 1600 and c.lut.bc_weight == 0.25 and c.lut.ema_base == 0.996
+    assert c.model.head_hidden == 4096
+    assert optim.peak_learning_rate(1.5e-4, 1024, "sqrt") == pytest.approx(1.5e-4 * 32 / 4)
+  else:
+    assert c.epochs == 800
+    assert optim.peak_learning_rate(1.5e-4, 1024, "linear") == pytest.approx(1.5e-4 * 4)
+
+
+def test_steps_from_epochs_or_total_steps():
+  c = load("mae", "variant=B/16")
+  assert config_lib.steps(c, 1_281_167) == (800 * 312, 40 * 312)
+  c.total_steps = 1000
+  assert config_lib.steps(c, 1_281_167) == (1000, 50)
+
+
+def test_schedule_warmup_then_cosine_to_zero():
+  sched = optim.schedule(1.0, 10, 110)
+  assert float(sched(0)) == 0 and float(sched(5)) == pytest.approx(0.5)
+  assert float(sched(10)) == pytest.approx(1.0)
+  assert float(sched(60)) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+  assert float(sched(110)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_weight_decay_mask():
+  import numpy as np
+  params = {"encoder": {"cls": np.zeros((1, 1, 4)), "patch_embed": {"kernel": np.zeros((2, 2, 3, 4)),
+                                                                    "bias": np.zeros(4)},
+                        "norm": {"scale": np.zeros(4), "bias": np.zeros(4)}},
+            "decoder": {"mask_token": np.zeros((1, 1, 4))}, "projector": {"fc1": {"kernel": np.zeros((4, 8))}}}
+  mask = optim.decay_mask(params)
+  assert mask["encoder"]["cls"] and mask["decoder"]["mask_token"]
+  assert mask["encoder"]["patch_embed"]["kernel"] and mask["projector"]["fc1"]["kernel"]
+  assert not mask["encoder"]["patch_embed"]["bias"] and not mask["encoder"]["norm"]["scale"]
+
+
+@pytest.mark.parametrize("method", ["mae", "lut"])
+def test_demo_is_valid_and_small(method):
+  c = load(method, "demo")
+  config_lib.validate(c, num_processes=1, num_devices=1)
+  assert c.input.dataset == "offline_photos" and c.total_steps <= 300
+
+
+BAD = [
+    ("model.mask_ratio", "mae", lambda c: setattr(c.model, "mask_ratio", 1.0)),
+    ("model.mask_ratio", "mae", lambda c: setattr(c.model, "mask_ratio", 0.0)),
+    ("model.mask_ratio", "lut", lambda c: setattr(c.model, "mask_ratio", 0.4)),
+    ("input.image_size", "mae", lambda c: setattr(c.input, "image_size", 60)),
+    ("input.batch_size", "mae", lambda c: setattr(c.input, "batch_size", 30)),
+    ("model.variant", "mae", lambda c: setattr(c.model, "variant", "Q/16")),
+    ("input", "mae", lambda c: setattr(c.input, "dataset", "")),
+    ("model.dtype", "mae", lambda c: setattr(c.model, "dtype", "float16x")),
+    ("mesh.fsdp", "mae", lambda c: setattr(c.mesh, "fsdp", 3)),
+]
+
+
+@pytest.mark.parametrize("key,method,breaks", BAD, ids=[f"{k}-{m}-{i}" for i, (k, m, _) in enumerate(BAD)])
+def test_bad_values_name_the_key(key, method, breaks):
+  c = load(method, "demo")
+  breaks(c)
+  with pytest.raises(config_lib.ConfigError, match=f"config.{key}"):
+    config_lib.validate(c, num_processes=1, num_devices=8)
+
+
+def test_config_is_locked_and_arguments_checked():
+  c = load("mae", "demo")
+  with pytest.raises(AttributeError):
+    c.model.varaint = "B/16"
+  with pytest.raises(config_lib.ConfigError, match="variant"):
+    load("mae", "variant=X/16")
+  with pytest.raises(config_lib.ConfigError, match="unknown config argument"):
+    load("mae", "dataset=imagenet2012,epochz=3")

@@ -1,0 +1,137 @@
+"""The trainer end to end: runs, resumes exactly, survives kills, stops on bad losses."""
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from mimjax import checkpoint
+from mimjax import optim
+from mimjax import train
+from tests import trainer_utils as tu
+
+
+@pytest.mark.parametrize("method", ["mae", "lut"])
+def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
+  workdir = str(tmp_path / method)
+  train.train(tu.tiny_config(method, image_every_steps=2), workdir)
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  keys = {"step", "loss", "lr", "grad_norm", "images_per_sec"}
+  if method == "lut":
+    keys |= {"mae_loss", "bc_loss", "ema_momentum"}
+  for r in rows:
+    assert keys <= set(r) and all(math.isfinite(r[k]) for k in keys)
+  peak = optim.peak_learning_rate(8e-3 if method == "mae" else 7e-4, 8, "linear" if method == "mae" else "sqrt")
+  assert rows[0]["lr"] == pytest.approx(peak)  # 4 steps leave no room for warm-up: cosine from peak
+  assert rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"] > rows[3]["lr"] > 0
+  if method == "lut":
+    for r in rows:
+      assert r["loss"] == pytest.approx(r["mae_loss"] + 0.25 * r["bc_loss"], rel=1e-5)
+    assert rows[0]["ema_momentum"] == pytest.approx(0.996)
+    assert rows[0]["ema_momentum"] < rows[-1]["ema_momentum"] < 1
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_resume_in_a_workdir_continues_exactly(tmp_path):
+  full, split = str(tmp_path / "full"), str(tmp_path / "split")
+  train.train(tu.tiny_config("lut", total_steps=4), full)
+  train.train(tu.tiny_config("lut", total_steps=4, ckpt_every_steps=2), split)
+  # Throw away the last checkpoint and the metrics past step 2, as a kill would have.
+  import shutil
+  shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(split), "4"))
+  resumed = train.train(tu.tiny_config("lut", total_steps=4), split)
+  assert tu.losses(full) == tu.losses(split)
+  reference = checkpoint.Checkpointer(full, read_only=True)
+  assert int(resumed["step"]) == 4 and reference.latest_step() == 4
+
+
+def test_mae_demo_loss_falls(tmp_path):
+  c = tu.load_config("mae", "demo")
+  c.update_from_flattened_dict({"total_steps": 40, "log_every_steps": 1, "ckpt_every_steps": 40,
+                                "image_every_steps": 0})
+  train.train(c, str(tmp_path))
+  losses = tu.losses(str(tmp_path))
+  first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(36, 41)])
+  assert last < 0.85 * first, (first, last)
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  runs = {}
+  for devices, fsdp in ((1, 1), (8, 2)):
+    workdir = str(tmp_path / f"d{devices}")
+    result = tu.run_cli(tu.train_cmd("lut", workdir, **{"mesh.fsdp": fsdp}), devices=devices)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs[devices] = tu.losses(workdir)
+  assert runs[1].keys() == runs[8].keys() == {1, 2, 3, 4}
+  for step in runs[1]:
+    assert runs[8][step] == pytest.approx(runs[1][step], rel=1e-4)
+
+
+def _wait_for_checkpoint(workdir, proc, step, timeout=240):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if step in checkpoint.Checkpointer(workdir, read_only=True).all_steps():
+      return
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    time.sleep(0.05)
+  raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_exactly(sig, tmp_path):
+  overrides = {"total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1}
+  reference = str(tmp_path / "reference")
+  train.train(tu.tiny_config("mae", **overrides), reference)
+  workdir = str(tmp_path / "killed")
+  proc = subprocess.Popen(tu.train_cmd("mae", workdir, **overrides), env=tu.cli_env(),
+                          cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  _wait_for_checkpoint(workdir, proc, 5)
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=120)
+  steps = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+  assert steps and max(steps) < 150, "the run finished before it was killed"
+  if sig == signal.SIGTERM:
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM" in out
+  else:
+    assert proc.returncode == -signal.SIGKILL
+  result = tu.run_cli(tu.train_cmd("mae", workdir, **overrides))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resuming from" in result.stdout
+  assert tu.losses(workdir) == tu.losses(reference)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  train.train(tu.tiny_config("mae", total_steps=2), workdir)
+  before = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+  bad = tu.tiny_config("mae", total_steps=8, **{"optim.base_lr": 1e30})
+  with pytest.raises(train.NonFiniteLossError, match="not finite at step"):
+    train.train(bad, workdir)
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == before
+  # The saved state still loads and is finite.
+  from mimjax import state as state_lib
+  _, step, state = state_lib.restore_state(workdir)
+  assert step == 2
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state["params"]))
+
+
+@pytest.mark.parametrize("flag,message,devices", [
+    ("--config.model.mask_ratio=1.5", "config.model.mask_ratio", 1),
+    ("--config.input.batch_size=6", "config.input.batch_size", 4),
+    ("--config.model.variant=Z/16", "config.model.variant", 1),
+    ("--config.modle.variant=B/16", "modle", 1),
+])
+def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_path):
+  cmd = tu.train_cmd("mae", str(tmp_path)) + [flag]
+  result = tu.run_cli(cmd, devices=devices)
+  assert result.returncode != 0
+  assert message in result.stderr
+  assert not os.path.exists(checkpoint.checkpoint_dir(str(tmp_path)))
