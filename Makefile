@@ -21,8 +21,20 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+DEMO := workdirs/mae_demo
+
+# Pre-trains MAE on the bundled offline photos, then exports it for timm and Hugging Face.
+# Running it again resumes from (or reuses) the finished checkpoint.
 demo: $(STAMP)
-	$(BIN)/python -m mimjax.demo
+	$(BIN)/mimjax-train --config configs/mae.py:demo --workdir $(DEMO)
+	$(BIN)/mimjax-export --workdir $(DEMO) --format hf --out $(DEMO)/export_hf
+	$(BIN)/mimjax-export --workdir $(DEMO) --format timm --out $(DEMO)/export_timm
+	@echo
+	@echo "Checkpoints:      $(DEMO)/checkpoints"
+	@echo "TensorBoard logs: $(DEMO)/tensorboard   ($(BIN)/tensorboard --logdir $(DEMO)/tensorboard)"
+	@echo "Metrics:          $(DEMO)/metrics.jsonl"
+	@echo "Hugging Face:     $(DEMO)/export_hf   (ViTMAEForPreTraining.from_pretrained, mimjax.load_pretrained)"
+	@echo "timm:             $(DEMO)/export_timm (model.safetensors + config.json)"
 
 clean:
 	rm -rf $(VENV)

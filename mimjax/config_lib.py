@@ -73,6 +73,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by fsdp
   c.mesh.fsdp = 1   # >1 shards parameters and optimizer state over this many devices
+  c.mesh.fsdp_min_size = 2 ** 14  # smaller arrays stay replicated
 
   c.log_every_steps = 50
   c.ckpt_every_steps = 1000

@@ -9,8 +9,6 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
-# Arrays smaller than this stay replicated: splitting them costs more communication than memory.
-MIN_FSDP_SIZE = 2 ** 14
 
 
 def make_mesh(data: int, fsdp: int, devices=None) -> Mesh:
@@ -29,8 +27,10 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def _leaf_spec(shape, fsdp: int) -> P:
-  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < MIN_FSDP_SIZE:
+def fsdp_spec(shape, fsdp: int, min_size: int) -> P:
+  """Splits the largest dimension divisible by `fsdp`; arrays under `min_size` stay replicated
+  (splitting them costs more communication than it saves memory)."""
+  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
     return P()
   for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
     if shape[dim] % fsdp == 0:
@@ -40,8 +40,8 @@ def _leaf_spec(shape, fsdp: int) -> P:
   return P()
 
 
-def state_shardings(mesh: Mesh, abstract_state):
+def state_shardings(mesh: Mesh, abstract_state, min_size: int):
   """NamedShardings for every leaf of an (abstract) state pytree."""
   fsdp = mesh.shape["fsdp"]
   return jax.tree_util.tree_map(
-      lambda leaf: NamedSharding(mesh, _leaf_spec(leaf.shape, fsdp)), abstract_state)
+      lambda leaf: NamedSharding(mesh, fsdp_spec(leaf.shape, fsdp, min_size)), abstract_state)

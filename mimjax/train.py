@@ -206,7 +206,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
   tx = optim.make(config, lr_schedule)
   init = state_lib.init_fn(config, model, tx)
   abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.state_shardings(mesh, abstract)
+  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
   state = _initial_state(config, workdir, ckpt, init, abstract, shardings)
   start_step = int(state["step"])
