@@ -7,7 +7,11 @@ r"""mimjax-train: pre-trains MAE or LUT.
 On a multi-host TPU pod or a SLURM cluster add --distributed: jax.distributed.initialize()
 then finds the coordinator, the process count and this process's index from the environment.
 """
+import os
 import sys
+
+# TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags

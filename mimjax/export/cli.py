@@ -11,6 +11,9 @@ student is exported (fine-tuning starts from the student encoder).
 import os
 import sys
 
+# TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from absl import app
 from absl import flags
 

@@ -1,0 +1,126 @@
+"""Input pipeline throughput: images/second per CPU core for MAE and LUT (uint8, 224 px).
+
+Not a test. Run:  .venv/bin/python benchmarks/data_throughput.py [--images 300] [--seconds 6] [--rounds 3]
+
+It writes its own JPEGs (random 500x375 crops of the bundled offline photos, ImageNet-like in
+size) into a temporary folder, then times, with the same tf.data settings:
+  baseline  read + full decode_jpeg + RandomResizedCrop (stateless_sample_distorted_bounding_box)
+            + bicubic resize + flip: a plain tf.data recipe
+  mae       mimjax's MAE pipeline (decode_and_crop_jpeg + torchvision-exact RandomResizedCrop)
+  lut       mimjax's LUT pipeline (two views, colour augmentations on view 2)
+and prints images/s, images/s per core (wall-clock rate / cores, and images per CPU-second of
+the process, which other jobs on the machine disturb less), and mae / baseline.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf
+
+from mimjax import data
+from mimjax.data import augment, offline, pipeline
+
+
+def write_jpegs(folder: str, count: int, seed: int = 0) -> None:
+  """`count` 500x375 JPEGs: random crops of the bundled photos, resized, quality 90."""
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  photos = [p for _, p in offline.iter_photos()]
+  for i in range(count):
+    photo = photos[i % len(photos)]
+    h, w = photo.shape[:2]
+    ch = int(h * rng.uniform(0.6, 1.0))
+    cw = min(w, int(ch * 4 / 3 * rng.uniform(0.9, 1.1)))
+    y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    im = Image.fromarray(photo[y:y + ch, x:x + cw]).resize((500, 375), Image.Resampling.BICUBIC)
+    im.save(os.path.join(folder, f'{i:05d}.jpg'), quality=90)
+
+
+def baseline_dataset(folder: str, batch_size: int, size: int, num_threads: int):
+  """The reference recipe: full decode, sampled crop box, resize, flip; same threading."""
+  files = sorted(tf.io.gfile.glob(os.path.join(folder, '*.jpg')))
+
+  def one(path, index):
+    seed = tf.stack([tf.constant(0, tf.int64), index])
+    s_box, s_flip = augment.split_seed(seed, 2)
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=s_box,
+        area_range=augment.MAE_SCALE, aspect_ratio_range=augment.MAE_RATIO,
+        max_attempts=augment.RRC_ATTEMPTS, use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, box_size)
+    image = augment.to_uint8(augment.resize(image, size, size))
+    return augment.random_flip(image, s_flip)
+
+  ds = tf.data.Dataset.from_tensor_slices(files).repeat().enumerate()
+  ds = ds.map(lambda i, p: one(p, i), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(pipeline.data_options(num_threads))
+
+
+def measure(batches, batch_size: int, seconds: float, warmup: int = 3) -> tuple[float, float]:
+  """(images per wall second, images per CPU second of this process).
+
+  The second is the per-core rate, and it is robust to other jobs sharing the cores: it
+  counts only the CPU time this process's threads (tf.data's included) actually got.
+  """
+  for _ in range(warmup):  # tracing, autotuning and the first file reads
+    next(batches)
+  n, wall, cpu = 0, time.perf_counter(), time.process_time()
+  while time.perf_counter() - wall < seconds:
+    next(batches)
+    n += batch_size
+  return n / (time.perf_counter() - wall), n / (time.process_time() - cpu)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--images', type=int, default=300)
+  parser.add_argument('--batch_size', type=int, default=64)
+  parser.add_argument('--image_size', type=int, default=224)
+  parser.add_argument('--seconds', type=float, default=6.0)
+  parser.add_argument('--rounds', type=int, default=3, help='best of this many runs each')
+  parser.add_argument('--threads', type=int, default=0, help='0 = all cores')
+  parser.add_argument('--pipelines', default='baseline,mae,lut')
+  args = parser.parse_args()
+  cores = args.threads or pipeline.num_cores()
+
+  with tempfile.TemporaryDirectory() as folder:
+    write_jpegs(folder, args.images)
+    cfg = data.make_default_config()
+    cfg.update(dataset='folder', folder=folder, batch_size=args.batch_size,
+               image_size=args.image_size, num_threads=args.threads)
+    makers = {
+        'baseline': lambda: baseline_dataset(folder, args.batch_size, args.image_size,
+                                             args.threads).as_numpy_iterator(),
+        'mae': lambda: data.make_host_iterator(cfg, 'mae', seed=0, process_count=1),
+        'lut': lambda: data.make_host_iterator(cfg, 'lut', seed=0, process_count=1),
+    }
+    names = args.pipelines.split(',')
+    wall = {name: 0.0 for name in names}
+    cpu = {name: 0.0 for name in names}
+    for _ in range(args.rounds):  # interleaved rounds: a noisy neighbour hits all alike
+      for name in names:
+        w, c = measure(makers[name](), args.batch_size, args.seconds)
+        wall[name], cpu[name] = max(wall[name], w), max(cpu[name], c)
+  print(f'{args.images} JPEGs 500x375 -> uint8 {args.image_size}px, batch {args.batch_size}, '
+        f'{cores} core(s), best of {args.rounds} x {args.seconds:.0f}s')
+  print(f'  {"":9s} {"images/s":>9s} {"per core (wall/cores)":>22s} {"per CPU-second":>15s}')
+  for name in names:
+    print(f'  {name:9s} {wall[name]:9.1f} {wall[name] / cores:22.1f} {cpu[name]:15.1f}')
+  if 'baseline' in names and 'mae' in names:
+    print(f'  mae / baseline = {wall["mae"] / wall["baseline"]:.2f} (wall), '
+          f'{cpu["mae"] / cpu["baseline"]:.2f} (CPU time); target >= 0.85')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,74 @@
+"""Data config: defaults, errors and the cheap up-front validation."""
+from __future__ import annotations
+
+import ml_collections
+
+METHODS = ('mae', 'lut')
+ON_CORRUPT = ('fail', 'skip')
+OFFLINE = 'offline_photos'
+FOLDER = 'folder'
+
+
+class DataConfigError(ValueError):
+  """A data config that cannot work (raised before anything runs)."""
+
+
+class CorruptImageError(RuntimeError):
+  """An image that cannot be decoded, with on_corrupt='fail' (names the file or record)."""
+
+
+def make_default_config() -> ml_collections.ConfigDict:
+  """The data section of a training config, with its defaults."""
+  return ml_collections.ConfigDict(dict(
+      # 'offline_photos' (bundled), 'folder' (then `folder`), or a prepared tfds name.
+      dataset=OFFLINE,
+      folder='',
+      # tfds split (slices like 'train[:90%]' work); for folders 'train' is every image.
+      split='train',
+      data_dir='',  # tfds data_dir; '' = the tfds default.
+      batch_size=256,  # GLOBAL batch size.
+      image_size=224,
+      # Only for tfds (record streams): folders are shuffled with a full permutation per epoch.
+      shuffle_buffer=10_000,
+      on_corrupt='fail',  # 'fail' raises naming the file; 'skip' replaces it and counts it.
+      eval_crop_fraction=0.875,  # eval: resize the shorter side to size / fraction, centre crop.
+      cache_dir='',  # offline dataset cache; '' = $MIMJAX_CACHE_DIR or ~/.cache/mimjax.
+      num_threads=0,  # tf.data private thread pool per process; 0 = all cores.
+  ))
+
+
+def _get(cfg, key):
+  defaults = make_default_config()
+  return cfg.get(key, defaults[key]) if hasattr(cfg, 'get') else defaults[key]
+
+
+def check_basic(cfg, method: str | None = None, num_processes: int = 1,
+                num_devices: int = 1) -> None:
+  """Checks the values that need no file system access; raises DataConfigError."""
+  if method is not None and method not in METHODS:
+    raise DataConfigError(f'method must be one of {METHODS}, got {method!r}.')
+  on_corrupt = _get(cfg, 'on_corrupt')
+  if on_corrupt not in ON_CORRUPT:
+    raise DataConfigError(f'config.on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}.')
+  bs = _get(cfg, 'batch_size')
+  if not isinstance(bs, int) or bs <= 0:
+    raise DataConfigError(f'config.batch_size must be a positive int, got {bs!r}.')
+  for what, n in (('process count', num_processes), ('device count', num_devices)):
+    if n <= 0 or bs % n:
+      raise DataConfigError(
+          f'config.batch_size={bs} (the global batch) must be divisible by the {what} {n}.')
+  size = _get(cfg, 'image_size')
+  # RandomCrop pads 4 px with reflection, which needs at least 5 px per side.
+  if not isinstance(size, int) or size < 8:
+    raise DataConfigError(f'config.image_size must be an int >= 8, got {size!r}.')
+  frac = _get(cfg, 'eval_crop_fraction')
+  if not 0 < frac <= 1:
+    raise DataConfigError(f'config.eval_crop_fraction must be in (0, 1], got {frac!r}.')
+  if _get(cfg, 'shuffle_buffer') < 1:
+    raise DataConfigError('config.shuffle_buffer must be >= 1.')
+  if _get(cfg, 'num_threads') < 0:
+    raise DataConfigError('config.num_threads must be >= 0 (0 = all cores).')
+  if _get(cfg, 'dataset') == FOLDER and not _get(cfg, 'folder'):
+    raise DataConfigError("config.dataset='folder' needs config.folder (a path).")
+  if not _get(cfg, 'dataset'):
+    raise DataConfigError('config.dataset is empty.')
