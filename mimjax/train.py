@@ -254,11 +254,12 @@ def train(config: ml_collections.ConfigDict, workdir: str):
         first = batch["image" if config.method == "mae" else "view1"]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
         writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
-      if termination.requested:
+      stop = termination.requested  # read once: the signal may land in the middle of a save
+      if stop:
         print(f"SIGTERM: saving step {done} and exiting", flush=True)
-      if done % config.ckpt_every_steps == 0 or done == total_steps or termination.requested:
+      if done % config.ckpt_every_steps == 0 or done == total_steps or stop:
         save(done)
-      if termination.requested:
+      if stop:
         break
     ckpt.wait()
   finally:

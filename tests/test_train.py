@@ -89,13 +89,13 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
 
 
 def _wait_for_checkpoint(workdir, proc, step, timeout=240):
+  # orbax renames a checkpoint's temporary directory to the bare step number once it is complete.
+  complete = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
   deadline = time.time() + timeout
-  while time.time() < deadline:
-    if step in checkpoint.Checkpointer(workdir, read_only=True).all_steps():
-      return
+  while not os.path.isdir(complete):
     assert proc.poll() is None, proc.stderr.read()[-3000:]
+    assert time.time() < deadline, "no checkpoint appeared"
     time.sleep(0.05)
-  raise AssertionError("no checkpoint appeared")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
@@ -142,6 +142,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     ("--config.input.batch_size=6", "config.input.batch_size", 4),
     ("--config.model.variant=Z/16", "config.model.variant", 1),
     ("--config.modle.variant=B/16", "modle", 1),
+    ("--config.input.dataset=no_such_dataset", "config.input", 1),
 ])
 def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_path):
   cmd = tu.train_cmd("mae", str(tmp_path)) + [flag]

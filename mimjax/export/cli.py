@@ -15,6 +15,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
+from absl import logging
 from absl import flags
 
 flags.DEFINE_string("workdir", None, "A training workdir (holds checkpoints/).")
@@ -28,6 +29,9 @@ FLAGS = flags.FLAGS
 
 def run(argv):
   del argv
+  if not FLAGS["verbosity"].present:
+    # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
+    logging.set_verbosity(logging.WARNING)
   from mimjax import checkpoint
   from mimjax import export
   from mimjax import state as state_lib
