@@ -6,6 +6,7 @@ r"""mimjax-train: pre-trains MAE or LUT.
 
 On a multi-host TPU pod or a SLURM cluster add --distributed: jax.distributed.initialize()
 then finds the coordinator, the process count and this process's index from the environment.
+Elsewhere name them: --distributed --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 import os
 import sys
@@ -22,6 +23,10 @@ config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and metrics go.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed, where no cluster "
+                    "environment says it: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -39,7 +44,7 @@ def run(argv):
   from mimjax import train
 
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   try:
     train.train(FLAGS.config, FLAGS.workdir)
   except (config_lib.ConfigError, data.DataConfigError, checkpoint.CheckpointError,

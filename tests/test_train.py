@@ -150,3 +150,27 @@ def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_pat
   assert result.returncode != 0
   assert message in result.stderr
   assert not os.path.exists(checkpoint.checkpoint_dir(str(tmp_path)))
+
+
+def test_two_processes_give_the_same_losses_as_one(tmp_path):
+  """jax.distributed over 127.0.0.1: each process reads its share; the losses do not change."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  single = str(tmp_path / "single")
+  result = tu.run_cli(tu.train_cmd("mae", single), devices=2)
+  assert result.returncode == 0, result.stderr[-3000:]
+  multi = str(tmp_path / "multi")
+  procs = [subprocess.Popen(
+      tu.train_cmd("mae", multi) + ["--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                                    "--num_processes=2", f"--process_id={i}"],
+      env=tu.cli_env(devices=1), cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  for proc in procs:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+  assert tu.losses(multi).keys() == {1, 2, 3, 4}
+  for step, loss in tu.losses(single).items():
+    assert tu.losses(multi)[step] == pytest.approx(loss, rel=1e-4)
+  assert checkpoint.Checkpointer(multi, read_only=True).all_steps() == [2, 4]
