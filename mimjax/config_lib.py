@@ -28,7 +28,7 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:
-  """The published ViT-B/16 recipe of `method` on imagenet2012 (METHOD.md)."""
+  """The published ViT-B/16 recipe of `method` on imagenet2012, as the papers and official code define it."""
   c = ml_collections.ConfigDict()
   c.method = method
   c.seed = 0

@@ -18,7 +18,7 @@ rows [index*B/count, (index+1)*B/count) of each global batch, i.e. one process's
 * TfdsSource reads record streams: each shard reads its own `tfds.even_splits` part, with file
   order and a shuffle buffer seeded by (seed, epoch); starting at step k rebuilds epoch k // spe
   and skips the serialized records before its offset (read, never decoded). Its batches depend on
-  the process count (each process shuffles only its part), which DESIGN.md allows for data.
+  the process count, since each process shuffles only its part.
 """
 from __future__ import annotations
 

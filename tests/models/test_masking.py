@@ -1,4 +1,4 @@
-"""Masking against a direct NumPy transcription of METHOD.md's algorithm."""
+"""Masking against a direct NumPy transcription of the MAE reference algorithm."""
 import jax
 import numpy as np
 import pytest

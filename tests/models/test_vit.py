@@ -1,4 +1,4 @@
-"""The encoder's fixed pieces against METHOD.md's definitions, computed independently here."""
+"""The encoder's fixed pieces against the MAE reference definitions, computed independently here."""
 import jax
 import jax.numpy as jnp
 import numpy as np
