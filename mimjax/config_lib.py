@@ -169,7 +169,10 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
                          num_devices=num_devices)
   except ValueError as e:
     # The data package names its keys relative to the input section.
-    raise ConfigError(str(e).replace("config.", "config.input.")) from None
+    message = str(e).replace("config.", "config.input.")
+    if "config.input." not in message:
+      message = f"config.input: {message}"
+    raise ConfigError(message) from None
 
 
 def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
