@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU wheel of torch first: any other torch request pulls gigabytes of CUDA packages.
+	# torch first, pinned: this machine type's pip configuration serves the CPU wheel of 2.13.0,
+	# and an unpinned request from another package would pull gigabytes of CUDA packages.
+	# Elsewhere, install a CPU build of torch 2.13.0 into .venv before `make`.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	# timm's declared dependencies include torchvision, which has no CPU build here; ViT needs none of it.

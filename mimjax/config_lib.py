@@ -3,6 +3,8 @@
 Config files (`configs/*.py`) build on `base_config`; derived values (steps from epochs, the
 learning rate from the batch size) are computed by the trainer from the config, never stored in it.
 """
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -10,6 +12,7 @@ from mimjax import data
 from mimjax.models import vit
 
 METHODS = ("mae", "lut")
+LR_RULES = ("linear", "sqrt")
 DTYPES = ("float32", "bfloat16")
 VARIANTS = ("S/16", "B/16", "L/16", "H/14")
 
@@ -162,8 +165,21 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
          f"data x fsdp = {dp} x {fsdp} must equal the {num_devices} devices (or use data=-1)")
   for key in ("log_every_steps", "ckpt_every_steps", "keep_checkpoints"):
     _check(c[key] >= 1, key, "must be >= 1")
+  o = c.optim
+  _check(o.lr_rule in LR_RULES, "optim.lr_rule", f"{o.lr_rule!r} is not one of {LR_RULES}")
+  for key in ("base_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
+    _check(o[key] >= 0, f"optim.{key}", f"{o[key]} must be >= 0")
+  _check(o.warmup_epochs <= c.epochs, "optim.warmup_epochs", "must not exceed config.epochs")
+  for key in ("b1", "b2"):
+    _check(0 <= o[key] < 1, f"optim.{key}", f"{o[key]} must lie in [0, 1)")
+  _check(o.eps > 0, "optim.eps", "must be positive")
   if c.method == "lut":
     _check(0 < c.lut.ema_base <= 1, "lut.ema_base", "must lie in (0, 1]")
+    _check(c.lut.bc_weight >= 0, "lut.bc_weight", "must be >= 0")
+    _check(c.model.head_hidden >= 1, "model.head_hidden", "must be >= 1")
+  if c.init_from:
+    _check(os.path.isdir(c.init_from), "init_from",
+           f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
   try:
     data.validate_config(c.input, method=c.method, num_processes=num_processes,
                          num_devices=num_devices)
@@ -183,3 +199,26 @@ def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
             else c.optim.warmup_epochs * per_epoch)
   return total, min(warmup, total)
 
+
+
+# The keys that fix the shapes of the train state: a checkpoint only resumes under the same values.
+STATE_KEYS = ("method", "model.variant", "model.decoder_width", "model.decoder_depth",
+              "model.decoder_heads", "model.head_hidden")
+
+
+def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict,
+                    where: str):
+  """Raises ConfigError naming the keys whose change makes `saved`'s checkpoint unusable."""
+  def get(c, key):
+    for part in key.split("."):
+      c = c.get(part) if c is not None else None
+    return c
+
+  changed = [f"config.{k}: {get(saved, k)!r} in the checkpoint, {get(current, k)!r} now"
+             for k in STATE_KEYS if get(saved, k) != get(current, k)]
+  # Clipping adds a stage to the optimizer state; its threshold alone may change.
+  if bool(get(saved, "optim.grad_clip_norm")) != bool(get(current, "optim.grad_clip_norm")):
+    changed.append("config.optim.grad_clip_norm: clipping on in one run and off in the other")
+  if changed:
+    raise ConfigError(f"cannot resume from {where}: " + "; ".join(changed) +
+                      ". Use a new --workdir (and --config.init_from to start from these weights).")

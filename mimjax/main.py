@@ -41,6 +41,7 @@ def run(argv):
   from mimjax import checkpoint
   from mimjax import config_lib
   from mimjax import data
+  from mimjax import export
   from mimjax import train
 
   if FLAGS.distributed:
@@ -48,7 +49,7 @@ def run(argv):
   try:
     train.train(FLAGS.config, FLAGS.workdir)
   except (config_lib.ConfigError, data.DataConfigError, checkpoint.CheckpointError,
-          train.NonFiniteLossError) as e:
+          export.ConversionError, FileNotFoundError, train.NonFiniteLossError) as e:
     print(f"mimjax-train: error: {e}", file=sys.stderr, flush=True)
     sys.exit(2)
 

@@ -7,6 +7,7 @@ scratch; a resumed run continues exactly where the interrupted one was.
 import signal
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -90,7 +91,8 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     new = dict(state, step=step + 1, params=params, opt_state=opt_state)
-    metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=optax.global_norm(grads), **aux)
+    grad_norm = optax.global_norm(grads)
+    metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=grad_norm, **aux)
     if config.method == "lut":
       momentum = lut.ema_momentum(step, total_steps, config.lut.ema_base)
       new["batch_stats"] = batch_stats
@@ -98,9 +100,9 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
           state["teacher"], {"params": params, "batch_stats": batch_stats}, momentum)
       metrics["ema_momentum"] = momentum
 
-    # A non-finite loss freezes the state (no update from then on) and records the step; the
-    # host stops the run before it could save such a state.
-    healthy = (state["nonfinite_at"] < 0) & jnp.isfinite(loss)
+    # A non-finite loss or gradient freezes the state (no update from then on) and records the
+    # step; the host stops the run before it could save such a state.
+    healthy = (state["nonfinite_at"] < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = jax.tree_util.tree_map(lambda n, o: jnp.where(healthy, n, o), new, state)
     new["step"] = step + 1
     new["nonfinite_at"] = jnp.where(healthy, state["nonfinite_at"],
@@ -145,6 +147,7 @@ def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   """Resume order: the workdir's latest checkpoint -> `config.init_from` -> scratch."""
   latest = ckpt.latest_step()
   if latest is not None:
+    config_lib.check_resumable(ckpt.config(latest), config, checkpoint.checkpoint_dir(workdir))
     print(f"Resuming from {checkpoint.checkpoint_dir(workdir)} at step {latest}", flush=True)
     return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings))
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
@@ -177,15 +180,37 @@ def _graft(params, loaded, shardings, source: str):
   return params
 
 
-class _TerminationFlag:
-  """SIGTERM (preemption, scancel) asks the loop to save and exit cleanly."""
+def _sum_over_processes(count: int) -> int:
+  if jax.process_count() == 1:
+    return count
+  return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
+
+
+class _Termination:
+  """SIGTERM (preemption, scancel) asks the loop to save and exit cleanly.
+
+  With several processes, JAX's preemption service (started by jax.distributed.initialize)
+  catches the signal and makes every process stop at the same step, so that they all reach the
+  collective save together; on a single process a plain signal handler does the same.
+  """
 
   def __init__(self):
-    self.requested = False
-    signal.signal(signal.SIGTERM, self._handle)
+    self._requested = False
+    self._multi_process = jax.process_count() > 1
+    if not self._multi_process:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
-    self.requested = True
+    self._requested = True
+
+  def requested(self, step: int) -> bool:
+    if self._multi_process:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
+
+  def close(self):
+    if not self._multi_process:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str):
@@ -225,15 +250,16 @@ def train(config: ml_collections.ConfigDict, workdir: str):
                                      start_step=start_step, mesh=mesh,
                                      batch_axes=sharding.BATCH_AXES)
   writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
-  termination = _TerminationFlag()
+  termination = _Termination()
 
   def check_finite(state):
     bad = int(state["nonfinite_at"])
     if bad >= 0:
       raise NonFiniteLossError(
-          f"the loss was not finite at step {bad}; stopped before updating with it. The last "
-          f"good checkpoint in {checkpoint.checkpoint_dir(workdir)} is untouched: lower "
-          "config.optim.base_lr, set config.optim.grad_clip_norm, or use float32 (config.model.dtype)")
+          f"the loss or its gradient was not finite at step {bad}; stopped before updating "
+          f"with it. The last good checkpoint in {checkpoint.checkpoint_dir(workdir)} is "
+          "untouched: lower config.optim.base_lr, set config.optim.grad_clip_norm, or use "
+          "float32 (config.model.dtype)")
 
   def save(step):
     check_finite(state)
@@ -249,12 +275,12 @@ def train(config: ml_collections.ConfigDict, workdir: str):
         scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
-                                        corrupt_images_skipped=batches.num_corrupt))
+                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt)))
       if config.image_every_steps and done % config.image_every_steps == 0:
         first = batch["image" if config.method == "mae" else "view1"]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
         writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
-      stop = termination.requested  # read once: the signal may land in the middle of a save
+      stop = termination.requested(done)  # read once: the signal may land in the middle of a save
       if stop:
         print(f"SIGTERM: saving step {done} and exiting", flush=True)
       if done % config.ckpt_every_steps == 0 or done == total_steps or stop:
@@ -263,6 +289,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
         break
     ckpt.wait()
   finally:
+    termination.close()
     writer.close()
     ckpt.close()
   if is_main:

@@ -73,6 +73,11 @@ BAD = [
     ("input", "mae", lambda c: setattr(c.input, "dataset", "")),
     ("model.dtype", "mae", lambda c: setattr(c.model, "dtype", "float16x")),
     ("mesh.fsdp", "mae", lambda c: setattr(c.mesh, "fsdp", 3)),
+    ("optim.lr_rule", "mae", lambda c: setattr(c.optim, "lr_rule", "cubic")),
+    ("optim.warmup_epochs", "mae", lambda c: setattr(c.optim, "warmup_epochs", -1)),
+    ("optim.b2", "lut", lambda c: setattr(c.optim, "b2", 1.0)),
+    ("lut.bc_weight", "lut", lambda c: setattr(c.lut, "bc_weight", -0.25)),
+    ("init_from", "mae", lambda c: setattr(c, "init_from", "/no/such/dir")),
 ]
 
 
@@ -92,3 +97,15 @@ def test_config_is_locked_and_arguments_checked():
     load("mae", "variant=X/16")
   with pytest.raises(config_lib.ConfigError, match="unknown config argument"):
     load("mae", "dataset=imagenet2012,epochz=3")
+
+
+def test_resuming_under_a_changed_architecture_names_the_keys():
+  saved = load("mae", "demo")
+  config_lib.check_resumable(saved, load("mae", "demo"), "here")  # same: fine
+  changed = load("mae", "demo")
+  changed.model.variant = "mu/8"
+  changed.optim.grad_clip_norm = 1.0
+  with pytest.raises(config_lib.ConfigError, match="model.variant.*grad_clip_norm.*new --workdir"):
+    config_lib.check_resumable(saved, changed, "here")
+  with pytest.raises(config_lib.ConfigError, match="config.method"):
+    config_lib.check_resumable(saved, load("lut", "demo"), "here")

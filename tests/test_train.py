@@ -152,25 +152,48 @@ def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_pat
   assert not os.path.exists(checkpoint.checkpoint_dir(str(tmp_path)))
 
 
-def test_two_processes_give_the_same_losses_as_one(tmp_path):
-  """jax.distributed over 127.0.0.1: each process reads its share; the losses do not change."""
+def _free_port() -> int:
   import socket
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
+    return s.getsockname()[1]
+
+
+def _start_two_processes(workdir, **overrides):
+  port = _free_port()
+  return [subprocess.Popen(
+      tu.train_cmd("mae", workdir, **overrides) + [
+          "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+          f"--process_id={i}"],
+      env=tu.cli_env(devices=1), cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+
+
+def test_two_processes_give_the_same_losses_as_one(tmp_path):
+  """jax.distributed over 127.0.0.1: each process reads its share; the losses do not change."""
   single = str(tmp_path / "single")
   result = tu.run_cli(tu.train_cmd("mae", single), devices=2)
   assert result.returncode == 0, result.stderr[-3000:]
   multi = str(tmp_path / "multi")
-  procs = [subprocess.Popen(
-      tu.train_cmd("mae", multi) + ["--distributed", f"--coordinator_address=127.0.0.1:{port}",
-                                    "--num_processes=2", f"--process_id={i}"],
-      env=tu.cli_env(devices=1), cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  for proc in procs:
+  for proc in _start_two_processes(multi):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
   assert tu.losses(multi).keys() == {1, 2, 3, 4}
   for step, loss in tu.losses(single).items():
     assert tu.losses(multi)[step] == pytest.approx(loss, rel=1e-4)
   assert checkpoint.Checkpointer(multi, read_only=True).all_steps() == [2, 4]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  workdir = str(tmp_path)
+  procs = _start_two_processes(workdir, total_steps=400, ckpt_every_steps=5, log_every_steps=1)
+  _wait_for_checkpoint(workdir, procs[0], 5)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [proc.communicate(timeout=300) for proc in procs]
+  for proc, (out, err) in zip(procs, outs):
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM: saving step" in out
+  stopped = {out.split("SIGTERM: saving step ")[1].split()[0] for out, _ in outs}
+  assert len(stopped) == 1  # both processes saved the same step
+  steps = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+  assert max(steps) == int(stopped.pop()) < 400
