@@ -39,6 +39,18 @@ def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
   assert os.listdir(os.path.join(workdir, "tensorboard"))
 
 
+def test_bfloat16_compute_with_remat_trains_lut(tmp_path):
+  f32 = train.train(tu.tiny_config("lut", total_steps=2), str(tmp_path / "f32"))
+  bf16 = train.train(tu.tiny_config("lut", total_steps=2, **{"model.dtype": "bfloat16",
+                                                            "model.remat": True}),
+                     str(tmp_path / "bf16"))
+  assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(bf16["params"]))
+  losses32, losses16 = tu.losses(str(tmp_path / "f32")), tu.losses(str(tmp_path / "bf16"))
+  for step in (1, 2):
+    assert losses16[step] == pytest.approx(losses32[step], rel=0.05)
+  assert losses16 != losses32  # the compute dtype did change
+
+
 def test_resume_in_a_workdir_continues_exactly(tmp_path):
   full, split = str(tmp_path / "full"), str(tmp_path / "split")
   train.train(tu.tiny_config("lut", total_steps=4), full)
@@ -98,11 +110,19 @@ def _wait_for_checkpoint(workdir, proc, step, timeout=240):
     time.sleep(0.05)
 
 
+KILL_RUN = {"total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_losses(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  train.train(tu.tiny_config("mae", **KILL_RUN), workdir)
+  return tu.losses(workdir)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_exactly(sig, tmp_path):
-  overrides = {"total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1}
-  reference = str(tmp_path / "reference")
-  train.train(tu.tiny_config("mae", **overrides), reference)
+def test_killed_run_resumes_exactly(sig, tmp_path, uninterrupted_losses):
+  overrides = KILL_RUN
   workdir = str(tmp_path / "killed")
   proc = subprocess.Popen(tu.train_cmd("mae", workdir, **overrides), env=tu.cli_env(),
                           cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -119,7 +139,7 @@ def test_killed_run_resumes_exactly(sig, tmp_path):
   result = tu.run_cli(tu.train_cmd("mae", workdir, **overrides))
   assert result.returncode == 0, result.stderr[-3000:]
   assert f"Resuming from" in result.stdout
-  assert tu.losses(workdir) == tu.losses(reference)
+  assert tu.losses(workdir) == uninterrupted_losses
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
