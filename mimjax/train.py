@@ -167,15 +167,17 @@ def _graft(params, loaded, shardings, source: str):
   """`params` with each top-level module that `loaded` also has replaced by the loaded one."""
   common = sorted(set(params) & set(loaded))
   if not common:
-    raise config_lib.ConfigError(f"config.init_from: {source} shares no module with this model "
-                     f"(it has {sorted(loaded)}, this model {sorted(params)})")
+    raise config_lib.ConfigError(
+        f"config.init_from: {source} shares no module with this model "
+        f"(it has {sorted(loaded)}, this model {sorted(params)})")
   params = dict(params)
   for name in common:
     ours = jax.tree_util.tree_map(lambda x: x.shape, params[name])
     theirs = jax.tree_util.tree_map(lambda x: x.shape, loaded[name])
     if ours != theirs:
-      raise config_lib.ConfigError(f"config.init_from: the {name!r} of {source} has other shapes than this "
-                       f"model's: check config.model against the model that was saved there")
+      raise config_lib.ConfigError(
+          f"config.init_from: the {name!r} of {source} has other shapes than this model's: "
+          "check config.model against the model that was saved there")
     params[name] = jax.device_put(loaded[name], shardings[name])
   return params
 
