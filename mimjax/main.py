@@ -54,8 +54,19 @@ def run(argv):
     sys.exit(2)
 
 
+def _parse_flags(argv):
+  """absl parsing, with config override mistakes (a misspelt key, a wrong type) as one line."""
+  try:
+    return FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+    while isinstance(e, BaseException) and e.args:  # ml_collections nests the KeyError
+      e = e.args[0]
+    print(f"mimjax-train: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main():
-  app.run(run)
+  app.run(run, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
