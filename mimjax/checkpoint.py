@@ -6,6 +6,7 @@ atomic (orbax writes to a temporary directory and renames it when complete), so 
 any moment leaves only complete checkpoints behind; leftovers are cleaned on the next start.
 """
 import json
+import logging
 import os
 
 import jax
@@ -13,6 +14,16 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 SUBDIR = "checkpoints"
+
+
+class _DropReadOnlyNotice(logging.Filter):
+  """orbax warns on every read-only open, which is how restores and exports open a workdir."""
+
+  def filter(self, record):
+    return "Given directory is read only" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
 
 
 class CheckpointError(ValueError):
