@@ -19,8 +19,12 @@ def make_mesh(data: int, fsdp: int, devices=None) -> Mesh:
   return Mesh(devices.reshape(data, fsdp), BATCH_AXES)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(BATCH_AXES))
+def batch_sharding(mesh: Mesh, batch_axes=BATCH_AXES) -> NamedSharding:
+  """The leading (batch) axis split over `batch_axes`."""
+  missing = [a for a in batch_axes if a not in mesh.axis_names]
+  if missing:
+    raise ValueError(f"batch axes {missing} are not axes of the mesh {mesh.axis_names}")
+  return NamedSharding(mesh, P(tuple(batch_axes)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

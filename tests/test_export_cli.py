@@ -11,7 +11,6 @@ import pytest
 import mimjax
 from mimjax import train
 from mimjax.export import testing as export_testing
-from mimjax.models import masking
 from tests import trainer_utils as tu
 
 

@@ -2,7 +2,6 @@
 import jax
 from jax.sharding import PartitionSpec as P
 
-from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
 from tests import trainer_utils as tu

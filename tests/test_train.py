@@ -40,7 +40,7 @@ def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
 
 
 def test_bfloat16_compute_with_remat_trains_lut(tmp_path):
-  f32 = train.train(tu.tiny_config("lut", total_steps=2), str(tmp_path / "f32"))
+  train.train(tu.tiny_config("lut", total_steps=2), str(tmp_path / "f32"))
   bf16 = train.train(tu.tiny_config("lut", total_steps=2, **{"model.dtype": "bfloat16",
                                                             "model.remat": True}),
                      str(tmp_path / "bf16"))
@@ -138,7 +138,7 @@ def test_killed_run_resumes_exactly(sig, tmp_path, uninterrupted_losses):
     assert proc.returncode == -signal.SIGKILL
   result = tu.run_cli(tu.train_cmd("mae", workdir, **overrides))
   assert result.returncode == 0, result.stderr[-3000:]
-  assert f"Resuming from" in result.stdout
+  assert "Resuming from" in result.stdout
   assert tu.losses(workdir) == uninterrupted_losses
 
 

@@ -23,15 +23,15 @@ except (RuntimeError, ValueError):  # already initialized, or no such device typ
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from mimjax.data.config import (CorruptImageError, DataConfigError, make_default_config)
-from mimjax.data.device import (MEAN_RGB, STD_RGB, GlobalBatchIterator, default_mesh,
-                                denormalize, make_eval_iterator, make_train_iterator, normalize)
+from mimjax.data.device import (MEAN_RGB, STD_RGB, GlobalBatchIterator, denormalize,
+                                make_eval_iterator, make_train_iterator, normalize)
 from mimjax.data.offline import build as build_offline_photos
 from mimjax.data.pipeline import (HostIterator, make_host_eval_iterator, make_host_iterator,
                                   num_examples, validate_config)
 
 __all__ = [
     'CorruptImageError', 'DataConfigError', 'GlobalBatchIterator', 'HostIterator', 'MEAN_RGB',
-    'STD_RGB', 'build_offline_photos', 'default_mesh', 'denormalize', 'make_default_config',
+    'STD_RGB', 'build_offline_photos', 'denormalize', 'make_default_config',
     'make_eval_iterator', 'make_host_eval_iterator', 'make_host_iterator', 'make_train_iterator',
     'normalize', 'num_examples', 'validate_config',
 ]

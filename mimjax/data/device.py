@@ -13,9 +13,9 @@ from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
+from mimjax import sharding as sharding_lib
 from mimjax.data import pipeline
 from mimjax.data.config import DataConfigError
 
@@ -32,18 +32,6 @@ def normalize(images: jax.Array) -> jax.Array:
 def denormalize(x: jax.Array) -> jax.Array:
   """The inverse of normalize, on the 0-1 scale (for showing reconstructions)."""
   return x * jnp.asarray(STD_RGB, jnp.float32) + jnp.asarray(MEAN_RGB, jnp.float32)
-
-
-def default_mesh() -> Mesh:
-  """All devices on the 'data' axis (Auto axis types: a plain Mesh)."""
-  return Mesh(np.array(jax.devices()).reshape(-1, 1), ('data', 'fsdp'))
-
-
-def batch_sharding(mesh: Mesh, batch_axes: Sequence[str]) -> NamedSharding:
-  missing = [a for a in batch_axes if a not in mesh.axis_names]
-  if missing:
-    raise DataConfigError(f'batch_axes {missing} are not axes of the mesh {mesh.axis_names}.')
-  return NamedSharding(mesh, PartitionSpec(tuple(batch_axes)))
 
 
 def process_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
@@ -99,8 +87,11 @@ class GlobalBatchIterator:
 
 
 def _setup(cfg, mesh, batch_axes, method):
-  mesh = mesh if mesh is not None else default_mesh()
-  sharding = batch_sharding(mesh, batch_axes)
+  mesh = mesh if mesh is not None else sharding_lib.make_mesh(data=-1, fsdp=1)
+  try:
+    sharding = sharding_lib.batch_sharding(mesh, batch_axes)
+  except ValueError as e:
+    raise DataConfigError(str(e)) from None
   num_devices = math.prod(mesh.shape[a] for a in batch_axes)
   pipeline.validate_config(cfg, method, jax.process_count(), num_devices)
   index, count = process_rows(sharding, cfg.batch_size)
