@@ -34,10 +34,6 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), SUBDIR)
 
 
-def has_checkpoints(workdir: str) -> bool:
-  return Checkpointer(workdir, read_only=True).latest_step() is not None
-
-
 class Checkpointer:
   """Saves and restores train states under `workdir/checkpoints/`, keeping the last `keep`."""
 

@@ -76,7 +76,3 @@ def _truncate_after(path: str, step: int):
   with open(path, "w") as f:
     f.writelines(lines)
 
-
-def read_jsonl(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, JSONL)) as f:
-    return [json.loads(line) for line in f if line.strip()]

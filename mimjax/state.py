@@ -2,7 +2,8 @@
 
 The train state is a plain dict pytree:
   step          int32, optimizer steps taken (the batch at step k is a function of (seed, k))
-  nonfinite_at  int32, -1, or the first step whose loss was not finite (no update after it)
+  nonfinite_at  int32, -1, or the first step whose loss or gradient was not finite (no
+                update after it)
   params        the student's parameters (float32)
   opt_state     optax state
   batch_stats   LUT only: the student heads' BatchNorm statistics

@@ -90,7 +90,7 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
 
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    new = dict(state, step=step + 1, params=params, opt_state=opt_state)
+    new = dict(state, params=params, opt_state=opt_state)
     grad_norm = optax.global_norm(grads)
     metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=grad_norm, **aux)
     if config.method == "lut":
@@ -105,8 +105,8 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
     healthy = (state["nonfinite_at"] < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = jax.tree_util.tree_map(lambda n, o: jnp.where(healthy, n, o), new, state)
     new["step"] = step + 1
-    new["nonfinite_at"] = jnp.where(healthy, state["nonfinite_at"],
-                                    jnp.where(state["nonfinite_at"] < 0, step, state["nonfinite_at"]))
+    first_bad = jnp.where(state["nonfinite_at"] < 0, step, state["nonfinite_at"])
+    new["nonfinite_at"] = jnp.where(healthy, state["nonfinite_at"], first_bad)
     return new, metrics
 
   return step_fn
