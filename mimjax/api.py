@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from mimjax import errors
 from mimjax.export import common
 from mimjax.export import hf_vitmae
 from mimjax.models import mae
@@ -101,7 +102,7 @@ def _find_loader(path: str) -> _Loader:
         return loader
   found = sorted(os.listdir(path))[:20] if os.path.isdir(path) else "no such directory"
   expected = "; or ".join(loader.expects for loader in _LOADERS)
-  raise FileNotFoundError(f"cannot load a pre-trained model from {path!r}: expected a directory "
+  raise errors.PathNotFoundError(f"cannot load a pre-trained model from {path!r}: expected a directory "
                           f"holding {expected} (found: {found})")
 
 

@@ -13,6 +13,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from mimjax import errors
+
 SUBDIR = "checkpoints"
 
 
@@ -26,7 +28,7 @@ class _DropReadOnlyNotice(logging.Filter):
 logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError, ValueError):
   """A checkpoint directory that cannot be used; the message says what and how to fix it."""
 
 

@@ -9,6 +9,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from mimjax import data
+from mimjax import errors
 from mimjax.models import vit
 
 METHODS = ("mae", "lut")
@@ -17,7 +18,7 @@ DTYPES = ("float32", "bfloat16")
 VARIANTS = ("S/16", "B/16", "L/16", "H/14")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A config value that cannot work; the message names the key and the fix."""
 
 

@@ -38,20 +38,12 @@ def run(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # after flag parsing, so --help is fast
 
-  from mimjax import checkpoint
-  from mimjax import config_lib
-  from mimjax import data
-  from mimjax import export
+  from mimjax import errors
   from mimjax import train
 
   if FLAGS.distributed:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  try:
-    train.train(FLAGS.config, FLAGS.workdir)
-  except (config_lib.ConfigError, data.DataConfigError, checkpoint.CheckpointError,
-          export.ConversionError, FileNotFoundError, train.NonFiniteLossError) as e:
-    print(f"mimjax-train: error: {e}", file=sys.stderr, flush=True)
-    sys.exit(2)
+  errors.exit_on_user_error("mimjax-train", train.train, FLAGS.config, FLAGS.workdir)
 
 
 def _parse_flags(argv):

@@ -16,6 +16,7 @@ import optax
 from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
+from mimjax import errors
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
@@ -25,7 +26,7 @@ from mimjax.models import masking
 from mimjax.models import vit
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(errors.UserError, RuntimeError):
   """The loss became NaN or infinite; the state before that step is what was last saved."""
 
 

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import ml_collections
 
+from mimjax import errors
+
 METHODS = ('mae', 'lut')
 ON_CORRUPT = ('fail', 'skip')
 OFFLINE = 'offline_photos'
 FOLDER = 'folder'
 
 
-class DataConfigError(ValueError):
+class DataConfigError(errors.UserError, ValueError):
   """A data config that cannot work (raised before anything runs)."""
 
 
-class CorruptImageError(RuntimeError):
+class CorruptImageError(errors.UserError, RuntimeError):
   """An image that cannot be decoded, with on_corrupt='fail' (names the file or record)."""
 
 

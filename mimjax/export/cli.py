@@ -32,15 +32,12 @@ def run(argv):
   if not FLAGS["verbosity"].present:
     # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
     logging.set_verbosity(logging.WARNING)
-  from mimjax import checkpoint
+  from mimjax import errors
   from mimjax import export
   from mimjax import state as state_lib
 
-  try:
-    config, step, state = state_lib.restore_state(FLAGS.workdir, FLAGS.step)
-  except checkpoint.CheckpointError as e:
-    print(f"mimjax-export: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  config, step, state = errors.exit_on_user_error(
+      "mimjax-export", state_lib.restore_state, FLAGS.workdir, FLAGS.step)
   kwargs = state_lib.model_kwargs(config)
   params = state["params"]
   if FLAGS.format == "hf":

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mimjax import errors
 from mimjax.export import common
 from mimjax.export import rules as R
 from mimjax.models import vit
@@ -213,7 +214,7 @@ def load_hf(path: str) -> tuple[dict[str, Any], dict[str, Any], int]:
   """A ViTMAE directory (config.json + model.safetensors) -> (MAE kwargs, params, image_size)."""
   if not is_hf_dir(path):
     found = sorted(os.listdir(path)) if os.path.isdir(path) else "not a directory"
-    raise FileNotFoundError(
+    raise errors.PathNotFoundError(
         f"{path!r} is not a ViTMAE export: expected {common.CONFIG_FILE} and {common.WEIGHTS_FILE} "
         f"(found: {found}); pickled pytorch_model.bin files are not read")
   config = common.load_json(os.path.join(path, common.CONFIG_FILE))

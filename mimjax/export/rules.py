@@ -17,10 +17,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from mimjax import errors
 from mimjax.models import vit
 
 
-class ConversionError(ValueError):
+class ConversionError(errors.UserError, ValueError):
   """A table could not be applied: missing/unexpected keys, bad shapes, or a value mimjax can't hold."""
 
 
