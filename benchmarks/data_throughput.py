@@ -5,9 +5,11 @@ Not a test. Run:  .venv/bin/python benchmarks/data_throughput.py [--images 300] 
 It writes its own JPEGs (random 500x375 crops of the bundled offline photos, ImageNet-like in
 size) into a temporary folder, then times, with the same tf.data settings:
   baseline  read + full decode_jpeg + RandomResizedCrop (stateless_sample_distorted_bounding_box)
-            + bicubic resize + flip: a plain tf.data recipe
-  mae       mimjax's MAE pipeline (decode_and_crop_jpeg + torchvision-exact RandomResizedCrop)
+            + plain bicubic resize + flip: a plain tf.data recipe
+  mae       mimjax's MAE pipeline (decode_and_crop_jpeg + torchvision-exact RandomResizedCrop,
+            antialiased bicubic as PIL's)
   lut       mimjax's LUT pipeline (two views, colour augmentations on view 2)
+  mae_fast, lut_fast  the same with input.fast_resize=True (plain, aliased bicubic)
 and prints images/s, images/s per core (wall-clock rate / cores, and images per CPU-second of
 the process, which other jobs on the machine disturb less), and mae / baseline.
 """
@@ -58,7 +60,7 @@ def baseline_dataset(folder: str, batch_size: int, size: int, num_threads: int):
         area_range=augment.MAE_SCALE, aspect_ratio_range=augment.MAE_RATIO,
         max_attempts=augment.RRC_ATTEMPTS, use_image_if_no_bounding_boxes=True)
     image = tf.slice(image, begin, box_size)
-    image = augment.to_uint8(augment.resize(image, size, size))
+    image = augment.to_uint8(augment.resize(image, size, size, antialias=False))
     return augment.random_flip(image, s_flip)
 
   ds = tf.data.Dataset.from_tensor_slices(files).repeat().enumerate()
@@ -90,7 +92,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=6.0)
   parser.add_argument('--rounds', type=int, default=3, help='best of this many runs each')
   parser.add_argument('--threads', type=int, default=0, help='0 = all cores')
-  parser.add_argument('--pipelines', default='baseline,mae,lut')
+  parser.add_argument('--pipelines', default='baseline,mae,mae_fast,lut,lut_fast')
   args = parser.parse_args()
   cores = args.threads or pipeline.num_cores()
 
@@ -99,11 +101,15 @@ def main():
     cfg = data.make_default_config()
     cfg.update(dataset='folder', folder=folder, batch_size=args.batch_size,
                image_size=args.image_size, num_threads=args.threads)
+    fast = cfg.copy_and_resolve_references()
+    fast.fast_resize = True
     makers = {
         'baseline': lambda: baseline_dataset(folder, args.batch_size, args.image_size,
                                              args.threads).as_numpy_iterator(),
         'mae': lambda: data.make_host_iterator(cfg, 'mae', seed=0, process_count=1),
         'lut': lambda: data.make_host_iterator(cfg, 'lut', seed=0, process_count=1),
+        'mae_fast': lambda: data.make_host_iterator(fast, 'mae', seed=0, process_count=1),
+        'lut_fast': lambda: data.make_host_iterator(fast, 'lut', seed=0, process_count=1),
     }
     names = args.pipelines.split(',')
     wall = {name: 0.0 for name in names}

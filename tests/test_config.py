@@ -18,22 +18,25 @@ def test_published_recipe(method, variant):
   assert (c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads) == (512, 8, 16)
   assert (c.optim.b1, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (0.9, 0.95, 1e-8, 0.05)
   assert c.optim.warmup_epochs == 40 and not c.optim.grad_clip_norm
+  assert c.epochs == 1600 and not c.input.fast_resize  # PIL-exact antialiased resizes
   peak = optim.peak_learning_rate(c.optim.base_lr, 4096, c.optim.lr_rule)
   assert peak == pytest.approx(1.5e-4 * 16)  # both rules give 2.4e-3 at batch 4096
   if method == "lut":
     assert c.epochs == 1600 and c.lut.bc_weight == 0.25 and c.lut.ema_base == 0.996
     assert c.model.head_hidden == 4096
+    # BatchNorm over micro-batches of 1024, as the official 8 GPUs x 128 x 4 accumulation steps.
+    assert c.input.batch_size // c.optim.accum_steps == 1024
     assert optim.peak_learning_rate(1.5e-4, 1024, "sqrt") == pytest.approx(1.5e-4 * 32 / 4)
   else:
-    assert c.epochs == 800
+    assert c.optim.accum_steps == 1
     assert optim.peak_learning_rate(1.5e-4, 1024, "linear") == pytest.approx(1.5e-4 * 4)
 
 
 def test_steps_from_epochs_or_total_steps():
   c = load("mae", "variant=B/16")
-  assert config_lib.steps(c, 1_281_167) == (800 * 312, 40 * 312)
+  assert config_lib.steps(c, 1_281_167) == (1600 * 312, 40 * 312)
   c.total_steps = 1000
-  assert config_lib.steps(c, 1_281_167) == (1000, 50)
+  assert config_lib.steps(c, 1_281_167) == (1000, 25)
 
 
 def test_schedule_warmup_then_cosine_to_zero():

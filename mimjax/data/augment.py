@@ -10,9 +10,10 @@ Semantics follow torchvision (what the MAE and LUT reference code uses on PIL im
     view 2 adds ColorJitter(0.4, 0.4, 0.2, 0.1) with p=0.8 (the four ops in a random order,
     as torchvision) and then one of {grayscale, solarize, Gaussian blur} chosen uniformly.
   * Eval: Resize(shorter side to size / crop_fraction, bicubic) -> CentreCrop(size).
-Training resizes use TF's plain bicubic (Keys a=-0.5, as MAE's original TF/TPU implementation),
-not PIL's antialiased bicubic: the same on upsampling, a little aliasing when shrinking, and
-2-3x faster (see `resize`). The eval resize is antialiased, as PIL's.
+Every resize is antialiased bicubic (Keys a=-0.5, the kernel widened when shrinking), as PIL's
+bicubic that the reference pipelines use. `antialias=False` on the training ops (the data
+config's `fast_resize`) selects TF's plain bicubic: the same on upsampling, aliasing when
+shrinking, and faster; the recipes leave it off (see the README for its cost and effect).
 Colour ops work on floats and clip after each op, where PIL rounds to uint8 after each op.
 Images come in as encoded bytes and leave as uint8 (size, size, 3).
 """
@@ -52,11 +53,12 @@ def to_uint8(image):
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def resize(image, height, width, antialias=False):
+def resize(image, height, width, antialias=True):
   """Bicubic resize to (height, width); returns float32 on the 0-255 scale.
 
-  Training crops use TF's plain bicubic (as MAE's original TF/TPU code): PIL's antialiased
-  bicubic is 2-3x slower here and would cap the pipeline well below the decode rate.
+  Antialiased, PIL's bicubic (what torchvision's transforms call on PIL images) is matched to a
+  mean error well below one grey level; `antialias=False` is TF's plain bicubic, faster but
+  aliased when shrinking.
   """
   return tf.image.resize(image, tf.stack([height, width]), method='bicubic',
                          antialias=antialias)
@@ -70,7 +72,7 @@ def shorter_side_size(shape_hw, size):
   return tf.where(h <= w, size, long_), tf.where(h <= w, long_, size)
 
 
-def resize_shorter(image, size, antialias=False):
+def resize_shorter(image, size, antialias=True):
   """Resizes so the shorter side is `size` (bicubic); float32 holding uint8 values."""
   nh, nw = shorter_side_size(tf.shape(image)[:2], size)
   return tf.round(tf.clip_by_value(resize(image, nh, nw, antialias), 0.0, 255.0))
@@ -148,11 +150,11 @@ def decode_and_crop(data, window_fn):
   return image
 
 
-def mae_train(data, seed, size: int):
+def mae_train(data, seed, size: int, antialias: bool = True):
   """MAE view: RandomResizedCrop(size, bicubic) + horizontal flip; bytes -> uint8."""
   s_crop, s_flip = split_seed(seed, 2)
   crop = decode_and_crop(data, lambda hw: random_resized_crop_window(hw, s_crop))
-  image = to_uint8(resize(crop, size, size))
+  image = to_uint8(resize(crop, size, size, antialias))
   image = random_flip(image, s_flip)
   image.set_shape([size, size, 3])
   return image
@@ -268,14 +270,14 @@ def lut_color(view, seed):
   return one_of_gray_solarize_blur(view, s_one)
 
 
-def lut_train(data, seed, size: int):
+def lut_train(data, seed, size: int, antialias: bool = True):
   """LUT's two views of one image: bytes -> (view1, view2), uint8 (size, size, 3) each.
 
   The Resize is the same deterministic op for both views, so it is computed once; the crops
   move uint8 pixels, view 1 is never converted to float again.
   """
   s_view1, s_view2, s_color = split_seed(seed, 3)
-  resized = to_uint8(resize_shorter(decode(data), size))
+  resized = to_uint8(resize_shorter(decode(data), size, antialias))
   view1 = random_crop_flip(resized, size, s_view1)
   view2 = lut_color(tf.cast(random_crop_flip(resized, size, s_view2), tf.float32), s_color)
   return view1, to_uint8(view2)
@@ -293,7 +295,6 @@ def center_crop(image, size):
 
 def eval_image(data, size: int, crop_fraction: float):
   resize_to = int(size / crop_fraction)
-  # Antialiased, as torchvision's eval transform: eval is rare, fidelity matters more than speed.
-  image = to_uint8(center_crop(resize_shorter(decode(data), resize_to, antialias=True), size))
+  image = to_uint8(center_crop(resize_shorter(decode(data), resize_to), size))
   image.set_shape([size, size, 3])
   return image

@@ -58,11 +58,12 @@ def data_options(num_threads: int = 0) -> tf.data.Options:
 def augment_fn(kind: str, cfg) -> Callable:
   """(encoded bytes, seed) -> dict of uint8 images, for kind in {'mae', 'lut', 'eval'}."""
   size = cfg.image_size
+  antialias = not cfg.fast_resize
   if kind == 'mae':
-    return lambda data, seed: {'image': augment.mae_train(data, seed, size)}
+    return lambda data, seed: {'image': augment.mae_train(data, seed, size, antialias)}
   if kind == 'lut':
     def lut(data, seed):
-      view1, view2 = augment.lut_train(data, seed, size)
+      view1, view2 = augment.lut_train(data, seed, size, antialias)
       return {'view1': view1, 'view2': view2}
     return lut
   frac = cfg.eval_crop_fraction

@@ -93,6 +93,15 @@ def gather_tokens(x: jax.Array, ids: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, ids[..., None], axis=1)
 
 
+def torch_conv_bias_init(fan_in: int):
+  """PyTorch's default Conv2d bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  The reference re-initializes the patch embedding's weight (xavier) but keeps this bias.
+  """
+  bound = 1.0 / np.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention with one fused qkv projection, like the reference (D -> 3D)."""
   heads: int
@@ -167,6 +176,7 @@ class Encoder(nn.Module):
     x = nn.Conv(spec.width, (spec.patch, spec.patch), strides=(spec.patch, spec.patch),
                 padding="VALID", dtype=self.dtype,
                 kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3),
+                bias_init=torch_conv_bias_init(spec.patch * spec.patch * images.shape[-1]),
                 name="patch_embed")(images.astype(self.dtype))
     n, rows, cols, _ = x.shape
     x = x.reshape(n, rows * cols, spec.width)

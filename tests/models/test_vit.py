@@ -55,6 +55,11 @@ def test_reference_initialization():
   bound = np.sqrt(6 / (16 * 16 * 3 + width))  # on the flattened (p*p*C, D) shape
   assert np.abs(patch).max() <= bound and np.abs(patch).max() > 0.95 * bound
   np.testing.assert_allclose(np.asarray(params["cls"]).std(), 0.02, rtol=0.25)
+  # PyTorch's default Conv2d bias, kept by the reference: U(+-1/sqrt(fan_in)).
+  bias = np.asarray(params["patch_embed"]["bias"])
+  bound = 1 / np.sqrt(16 * 16 * 3)
+  assert np.abs(bias).max() <= bound and np.abs(bias).max() > 0.95 * bound
+  np.testing.assert_allclose(bias.var(), bound ** 2 / 3, rtol=0.2)
   np.testing.assert_array_equal(params["transformer"]["block0"]["fc1"]["bias"], 0)
   np.testing.assert_array_equal(params["transformer"]["norm"]["scale"], 1)
 
