@@ -2,6 +2,8 @@ r"""mimjax-export: writes a training workdir's checkpoint as PyTorch weights.
 
   mimjax-export --workdir workdirs/mae_demo --format hf --out exports/mae_demo_hf
   mimjax-export --workdir workdirs/mae_demo --format timm --num_classes 1000 --out exports/mae_timm
+  mimjax-export --workdir workdirs/mae_demo --format timm --global_pool avg --num_classes 1000 \
+      --out exports/mae_timm_gap   # the fine-tuning starting point of both papers
 
 `hf` writes a Hugging Face ViTMAEForPreTraining directory (encoder and decoder), loadable with
 `ViTMAEForPreTraining.from_pretrained(OUT)` and with `mimjax.load_pretrained(OUT)`; `timm` writes
@@ -23,6 +25,9 @@ flags.DEFINE_integer("step", None, "The checkpoint step to export; default: the 
 flags.DEFINE_enum("format", None, ["timm", "hf"], "The PyTorch consumer to write for.")
 flags.DEFINE_string("out", None, "The output directory (created; existing files are replaced).")
 flags.DEFINE_integer("num_classes", 0, "timm only: add a freshly initialized head of this size.")
+flags.DEFINE_enum("global_pool", "token", ["token", "avg"],
+                  "timm only: 'avg' is the fine-tuning layout (patch mean, fresh fc_norm, the "
+                  "final norm dropped); a fine-tuned classifier is always exported so.")
 flags.mark_flags_as_required(["workdir", "format", "out"])
 FLAGS = flags.FLAGS
 
@@ -44,7 +49,7 @@ def run(argv):
     export.save_hf(params, kwargs, config.input.image_size, FLAGS.out)
   else:
     export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,
-                     image_size=config.input.image_size)
+                     image_size=config.input.image_size, global_pool=FLAGS.global_pool)
   print(f"Exported step {step} of {os.path.abspath(FLAGS.workdir)} ({FLAGS.format}) to "
         f"{os.path.abspath(FLAGS.out)}: {sorted(os.listdir(FLAGS.out))}", flush=True)
 

@@ -125,6 +125,19 @@ def _trunc_normal_head(num_classes: int, width: int, std: float, seed: int,
   return Transform(forward, lambda ys: [])
 
 
+def _drop():
+  """mimjax parameters the torch model has no place for (the final norm of a global-pool export)."""
+  def inverse(ys):
+    raise ConversionError("this layout drops parameters on export and cannot be imported back")
+  return Transform(lambda xs: [], inverse)
+
+
+def _fresh_layernorm(width: int):
+  """Constant: a freshly initialized LayerNorm (weight 1, bias 0), as nn.LayerNorm starts."""
+  forward = lambda xs: [np.ones((width,), np.float32), np.zeros((width,), np.float32)]
+  return Transform(forward, lambda ys: [])
+
+
 TRANSFORMS: dict[str, Callable[..., Transform]] = {
     "identity": _identity,
     "dense_kernel": _dense_kernel,
@@ -133,6 +146,8 @@ TRANSFORMS: dict[str, Callable[..., Transform]] = {
     "split3_bias": _split3_bias,
     "sincos_table": _sincos_table,
     "trunc_normal_head": _trunc_normal_head,
+    "drop": _drop,
+    "fresh_layernorm": _fresh_layernorm,
 }
 
 

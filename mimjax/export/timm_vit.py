@@ -1,9 +1,14 @@
-"""The encoder as a timm `VisionTransformer` (class token, global_pool='token', LN eps 1e-6, qkv bias).
+"""The encoder as a timm `VisionTransformer` (class token, LN eps 1e-6, qkv bias).
 
 Only the `encoder` subtree is exported (a LUT's `projector`/`predictor`, the MAE decoder and any other
 top-level key are ignored). The fixed sin-cos table is written as timm's `pos_embed`. With
 `num_classes=K` a fresh head is written (weight ~ trunc-normal std 2e-5, seeded; bias 0), as MAE
 fine-tuning initializes it.
+
+`global_pool='token'` classifies the [CLS] token after the final norm. `global_pool='avg'` is the
+fine-tuning layout of both papers: the mean of the patch tokens, through a fresh `fc_norm`
+(weight 1, bias 0), the pre-trained final norm dropped. A fine-tuned classifier (params with
+`fc_norm` and `head`, see mimjax.models.classifier) exports its own `fc_norm` and head.
 
 `save_timm` writes `model.safetensors` + a timm-style `config.json` (`architecture`, `num_classes`,
 `pretrained_cfg`, `model_args`), so the directory loads with
@@ -42,9 +47,22 @@ _TIMM_NAMES = frozenset({
 _GENERIC_NAME = "vit_base_patch16_224"
 
 
+GLOBAL_POOLS = ("token", "avg")
+
+
+def _check_pool(global_pool: str):
+  if global_pool not in GLOBAL_POOLS:
+    raise R.ConversionError(f"global_pool={global_pool!r}: use one of {GLOBAL_POOLS}")
+
+
 def timm_rules(model_kwargs: Mapping[str, Any], image_size: int, num_classes: int = 0,
-               head_seed: int = 0) -> list[R.Rule]:
-  """The table for timm's VisionTransformer, generated for the variant's depth."""
+               head_seed: int = 0, global_pool: str = "token",
+               fine_tuned: bool = False) -> list[R.Rule]:
+  """The table for timm's VisionTransformer, generated for the variant's depth.
+
+  `fine_tuned`: the params are a classifier's (no final norm; `fc_norm` and `head` trained).
+  """
+  _check_pool(global_pool)
   kwargs = common.arch_kwargs(model_kwargs)
   spec = vit.decode_variant(kwargs["variant"])
   grid = common.grid_of(kwargs, image_size)
@@ -53,7 +71,14 @@ def timm_rules(model_kwargs: Mapping[str, Any], image_size: int, num_classes: in
             R.rule((), "pos_embed", "sincos_table", width=spec.width, grid=grid)]
   for i in range(spec.depth):
     table += R.block(f"encoder/transformer/block{i}", f"blocks.{i}", BLOCK)
-  table += R.layernorm("encoder/transformer/norm", "norm")
+  if fine_tuned:
+    return table + R.layernorm("fc_norm", "fc_norm") + R.dense("head", "head")
+  if global_pool == "avg":
+    table += [R.rule(("encoder/transformer/norm/scale", "encoder/transformer/norm/bias"), (),
+                     "drop"),
+              R.rule((), ("fc_norm.weight", "fc_norm.bias"), "fresh_layernorm", width=spec.width)]
+  else:
+    table += R.layernorm("encoder/transformer/norm", "norm")
   if num_classes:
     table.append(R.rule((), ("head.weight", "head.bias"), "trunc_normal_head",
                         num_classes=int(num_classes), width=spec.width, std=HEAD_STD,
@@ -70,21 +95,23 @@ def timm_architecture(model_kwargs: Mapping[str, Any], image_size: int) -> str |
 
 
 def timm_model_args(model_kwargs: Mapping[str, Any], image_size: int,
-                    num_classes: int = 0) -> dict[str, Any]:
+                    num_classes: int = 0, global_pool: str = "token") -> dict[str, Any]:
   """`VisionTransformer(**args)` builds the model the timm state dict loads into (strictly)."""
+  _check_pool(global_pool)
   spec = vit.decode_variant(common.arch_kwargs(model_kwargs)["variant"])
   common.grid_of(model_kwargs, image_size)
+  # With fc_norm, timm's final `norm` is an Identity: the pooled tokens go through fc_norm.
   return dict(img_size=int(image_size), patch_size=spec.patch, in_chans=common.CHANNELS,
-              num_classes=int(num_classes), global_pool="token", class_token=True,
+              num_classes=int(num_classes), global_pool=global_pool, class_token=True,
               embed_dim=spec.width, depth=spec.depth, num_heads=spec.heads,
               mlp_ratio=spec.mlp_dim / spec.width, qkv_bias=True, no_embed_class=False,
-              pre_norm=False, final_norm=True, fc_norm=False)
+              pre_norm=False, final_norm=True, fc_norm=global_pool == "avg")
 
 
 def timm_config(model_kwargs: Mapping[str, Any], image_size: int,
-                num_classes: int = 0) -> dict[str, Any]:
+                num_classes: int = 0, global_pool: str = "token") -> dict[str, Any]:
   """timm's hub/local-dir `config.json` schema: architecture, num_classes, pretrained_cfg, model_args."""
-  args = timm_model_args(model_kwargs, image_size, num_classes)
+  args = timm_model_args(model_kwargs, image_size, num_classes, global_pool)
   return {
       "architecture": timm_architecture(model_kwargs, image_size) or _GENERIC_NAME,
       "num_classes": args["num_classes"],
@@ -107,22 +134,35 @@ def timm_config(model_kwargs: Mapping[str, Any], image_size: int,
   }
 
 
+def is_classifier(params) -> bool:
+  """Whether `params` are a fine-tuned classifier's (global pool, fc_norm, trained head)."""
+  return "head" in params and "fc_norm" in params
+
+
 def to_timm_state_dict(params, model_kwargs: Mapping[str, Any], image_size: int = 224,
-                       num_classes: int = 0, head_seed: int = 0) -> dict[str, np.ndarray]:
+                       num_classes: int = 0, head_seed: int = 0,
+                       global_pool: str = "token") -> dict[str, np.ndarray]:
   """mimjax params (MAE or LUT; only `encoder` is used) -> timm VisionTransformer state dict.
 
-  Values are float32 numpy arrays (wrap with `torch.from_numpy` to load them).
+  A fine-tuned classifier's params export as global_pool='avg' with their own fc_norm and head
+  (`num_classes` is then theirs). Values are float32 numpy arrays (`torch.from_numpy` loads them).
   """
-  table = timm_rules(model_kwargs, image_size, num_classes, head_seed)
+  if is_classifier(params):
+    table = timm_rules(model_kwargs, image_size, global_pool="avg", fine_tuned=True)
+    return R.to_torch(table, common.flatten(params), ("encoder", "fc_norm", "head"))
+  table = timm_rules(model_kwargs, image_size, num_classes, head_seed, global_pool)
   shapes = common.expected_shapes(model_kwargs, image_size, SCOPE)
   return R.to_torch(table, common.flatten(params), SCOPE, shapes)
 
 
 def save_timm(params, model_kwargs: Mapping[str, Any], out_dir: str, num_classes: int = 0,
-              image_size: int = 224, head_seed: int = 0) -> str:
+              image_size: int = 224, head_seed: int = 0, global_pool: str = "token") -> str:
   """Writes `out_dir/model.safetensors` and `out_dir/config.json` for timm; returns `out_dir`."""
-  state = to_timm_state_dict(params, model_kwargs, image_size, num_classes, head_seed)
-  config = timm_config(model_kwargs, image_size, num_classes)
+  if is_classifier(params):
+    global_pool, num_classes = "avg", int(params["head"]["bias"].shape[0])
+  state = to_timm_state_dict(params, model_kwargs, image_size, num_classes, head_seed,
+                             global_pool)
+  config = timm_config(model_kwargs, image_size, num_classes, global_pool)
   common.save_safetensors(state, os.path.join(out_dir, common.WEIGHTS_FILE), {
       "layout": "timm.VisionTransformer", "producer": "mimjax.export",
       "mimjax_version": common.mimjax_version(), "variant": config["mimjax"]["variant"],

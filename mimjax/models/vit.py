@@ -119,23 +119,49 @@ class Attention(nn.Module):
     return dense(width, "out")(out.reshape(n, length, width))
 
 
+class DropPath(nn.Module):
+  """Stochastic depth: zeroes a residual branch per sample with probability `rate`, scaling the
+  kept ones by 1 / (1 - rate) so that the expectation is unchanged (timm's DropPath).
+
+  Draws from the 'dropout' rng stream; `deterministic` (evaluation) is the identity.
+  """
+  rate: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    if self.deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
 class Block(nn.Module):
-  """Pre-norm transformer block: x += Attn(LN(x)); x += MLP(LN(x)), exact GELU."""
+  """Pre-norm transformer block: x += Attn(LN(x)); x += MLP(LN(x)), exact GELU.
+
+  `drop_path` > 0 (fine-tuning only) drops each residual branch per sample when not deterministic.
+  """
   heads: int
   mlp_dim: int
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
+  drop_path: float = 0.0
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x):
     norm = lambda name: nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name=name)
     dense = lambda features, name: nn.Dense(
         features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
-    x = x + Attention(self.heads, self.dtype, self.attention_impl, name="attn")(norm("norm1")(x))
+    drop = lambda y: DropPath(self.drop_path, self.deterministic)(y)
+    x = x + drop(Attention(self.heads, self.dtype, self.attention_impl, name="attn")(
+        norm("norm1")(x)))
     y = norm("norm2")(x)
     y = dense(self.mlp_dim, "fc1")(y)
     y = nn.gelu(y, approximate=False)
-    return x + dense(x.shape[-1], "fc2")(y)
+    return x + drop(dense(x.shape[-1], "fc2")(y))
 
 
 class Transformer(nn.Module):
@@ -146,12 +172,19 @@ class Transformer(nn.Module):
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
   remat: bool = False
+  final_norm: bool = True  # False: no final LayerNorm (a global-pool classifier's fc_norm replaces it)
+  drop_path: float = 0.0  # the last block's rate; block i gets drop_path * i / (depth - 1)
+  deterministic: bool = True
 
   @nn.compact
   def __call__(self, x):
     block = nn.remat(Block) if self.remat else Block
+    rates = np.linspace(0.0, self.drop_path, self.depth)
     for i in range(self.depth):
-      x = block(self.heads, self.mlp_dim, self.dtype, self.attention_impl, name=f"block{i}")(x)
+      x = block(self.heads, self.mlp_dim, self.dtype, self.attention_impl, float(rates[i]),
+                self.deterministic, name=f"block{i}")(x)
+    if not self.final_norm:
+      return x
     return nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="norm")(x)
 
 
@@ -159,11 +192,15 @@ class Encoder(nn.Module):
   """The MAE encoder: patch embed -> + pos embed -> keep `ids_keep` -> prepend cls -> blocks -> LN.
 
   Returns (N, 1 + kept, width) tokens, cls first. `ids_keep=None` encodes every patch.
+  `final_norm=False` leaves out the final LayerNorm (the fine-tuning classifier's layout).
   """
   variant: str = "B/16"
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
   remat: bool = False
+  final_norm: bool = True
+  drop_path: float = 0.0
+  deterministic: bool = True
 
   @property
   def spec(self) -> VitSpec:
@@ -188,4 +225,5 @@ class Encoder(nn.Module):
     cls = jnp.broadcast_to(cls.astype(x.dtype) + pos[None, :1], (n, 1, spec.width))
     x = jnp.concatenate([cls, x], axis=1)
     return Transformer(spec.depth, spec.heads, spec.mlp_dim, self.dtype, self.attention_impl,
-                       self.remat, name="transformer")(x)
+                       self.remat, self.final_norm, self.drop_path, self.deterministic,
+                       name="transformer")(x)

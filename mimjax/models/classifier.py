@@ -1,0 +1,37 @@
+"""The fine-tuning classifier: the ViT encoder, global average pooling, fc_norm and a linear head.
+
+As MAE's and LUT's fine-tuning (`models_vit.VisionTransformer(global_pool=True)`): the encoder
+without its final LayerNorm, the mean of the patch tokens (cls excluded), a fresh LayerNorm
+`fc_norm`, then `head` (weight ~ trunc-normal std 2e-5, bias 0). timm's
+`VisionTransformer(global_pool='avg', fc_norm=True)` is the same model (see export/timm_vit.py).
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mimjax.models import vit
+
+HEAD_STD = 2e-5
+
+
+class Classifier(nn.Module):
+  """`images` (NHWC, mean/std-normalized) -> float32 logits (N, num_classes)."""
+  variant: str = "B/16"
+  num_classes: int = 1000
+  drop_path: float = 0.1
+  dtype: jnp.dtype = jnp.float32
+  attention_impl: Optional[str] = None
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    tokens = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat,
+                         final_norm=False, drop_path=self.drop_path, deterministic=not train,
+                         name="encoder")(images)
+    pooled = jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
+    pooled = nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(pooled)
+    # The reference's trunc_normal_(std=2e-5) truncates at +-2 absolute, which never bites: a
+    # plain normal is the same distribution.
+    head = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(HEAD_STD), name="head")
+    return head(pooled)

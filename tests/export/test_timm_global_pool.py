@@ -1,0 +1,67 @@
+"""timm export in the fine-tuning layout: global average pooling and fc_norm, the final norm dropped."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mimjax import export
+from mimjax.export import testing
+from mimjax.models import classifier as classifier_lib
+from mimjax.models import vit
+
+torch = pytest.importorskip("torch")
+timm = testing.import_timm()
+from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
+
+TOL = 1e-5
+
+
+def _timm(state, args):
+  model = VisionTransformer(**args)
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+  return model.eval()
+
+
+def _run(model, images, pre_logits=False):
+  with torch.no_grad():
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    return model.forward_head(model.forward_features(x), pre_logits=pre_logits).numpy()
+
+
+def _rel(a, b):
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def test_pretrained_encoder_exports_with_fresh_fc_norm(tiny):
+  kwargs, size, params = tiny
+  state = export.to_timm_state_dict(params, kwargs, size, num_classes=7, global_pool="avg")
+  assert "norm.weight" not in state  # the pre-trained final norm is dropped
+  np.testing.assert_array_equal(state["fc_norm.weight"], 1)
+  np.testing.assert_array_equal(state["fc_norm.bias"], 0)
+  model = _timm(state, export.timm_model_args(kwargs, size, 7, global_pool="avg"))
+  assert isinstance(model.norm, torch.nn.Identity) and model.global_pool == "avg"
+  images = np.random.default_rng(0).standard_normal((2, size, size, 3)).astype(np.float32)
+  # mimjax: the blocks' tokens without the final norm, patch mean, LayerNorm(1, 0).
+  encoder = {k: v for k, v in params["encoder"].items()}
+  encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
+  tokens = vit.Encoder(kwargs["variant"], final_norm=False).apply({"params": encoder}, images)
+  pooled = np.asarray(tokens[:, 1:]).mean(1)
+  mean, var = pooled.mean(-1, keepdims=True), pooled.var(-1, keepdims=True)
+  expected = (pooled - mean) / np.sqrt(var + 1e-6)
+  assert _rel(_run(model, images, pre_logits=True), expected) < TOL
+
+
+def test_fine_tuned_classifier_exports_its_head(tiny):
+  kwargs, size, _ = tiny
+  model = classifier_lib.Classifier(kwargs["variant"], num_classes=5, drop_path=0.1)
+  images = np.random.default_rng(1).standard_normal((3, size, size, 3)).astype(np.float32)
+  params = model.init(jax.random.key(0), jnp.asarray(images))["params"]
+  # Perturb the fresh fc_norm and head so that a swapped or dropped tensor shows.
+  rng = np.random.default_rng(2)
+  params = jax.tree_util.tree_map(
+      lambda x: np.asarray(x) + 0.1 * rng.standard_normal(x.shape).astype(np.float32), params)
+  logits = np.asarray(model.apply({"params": params}, images))  # deterministic: no drop path
+  state = export.to_timm_state_dict(params, kwargs, size)
+  assert state["head.weight"].shape == (5, 32) and "norm.weight" not in state
+  timm_model = _timm(state, export.timm_model_args(kwargs, size, 5, global_pool="avg"))
+  assert _rel(_run(timm_model, images), logits) < TOL
