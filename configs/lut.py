@@ -1,7 +1,8 @@
 r"""LUT pre-training (MAE plus the broader-context loss on unmasked tokens, EMA teacher).
 
-The ViT-B/16 recipe on ImageNet-1K (batch 4096, 1600 epochs, lr 1.5e-4 * sqrt(batch) / 4,
-BC weight 0.25, EMA momentum 0.996 -> 1):
+The ViT-B/16 recipe on ImageNet-1K, as naver-ai/lut's docs/PRETRAIN.md (8 GPUs x 128 x 4
+accumulation steps = batch 4096, 1600 epochs, lr 1.5e-4 * sqrt(batch) / 4, BC weight 0.25, EMA
+momentum 0.996 -> 1, projector and predictor 768 -> 4096 -> 768 with BatchNorm):
 
   mimjax-train --config configs/lut.py:variant=B/16,dataset=imagenet2012 --workdir /ckpt/lut_b16
 
@@ -11,8 +12,40 @@ The demo (a small ViT on the bundled offline photos, a few minutes on 2 CPU core
 
 Any key can be overridden: --config.total_steps=1000 --config.lut.bc_weight=0.5
 """
+import importlib.util
+import os
+
 from mimjax import config_lib
 
 
+def _mae_config():
+  """configs/mae.py, loaded by path: config files are not a package."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mae.py")
+  spec = importlib.util.spec_from_file_location("mimjax_configs_mae", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def get_config(arg=None):
-  return config_lib.apply_arg(config_lib.base_config("lut"), arg).lock()
+  args = config_lib.parse_arg(arg)
+  config_lib.check_args(args, ("demo", "variant", "dataset"))
+  mae = _mae_config()
+  c = config_lib.base_config("lut")
+  mae.pretraining_recipe(c)
+  c.optim.lr_rule = "sqrt"  # lr = base_lr * sqrt(batch) / 4: MAE's value at 4096
+  # The official run's micro-batches of 1024 (SyncBN over 8 GPUs x 128): the heads' BatchNorm
+  # sees 1024 images and updates its statistics 8 times per step (2 views x 4 micro-batches).
+  c.optim.accum_steps = 4
+  c.model.head_hidden = 4096
+  c.lut.bc_weight = 0.25
+  c.lut.ema_base = 0.996
+  if "demo" in args:
+    mae.demo(c)
+    c.model.head_hidden = 256
+    c.optim.base_lr = 7e-4  # a peak lr of 1e-3 at batch 32
+  if "variant" in args:
+    config_lib.set_variant(c, args["variant"])
+  if "dataset" in args:
+    c.input.dataset = args["dataset"]
+  return c.lock()

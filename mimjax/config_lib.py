@@ -1,6 +1,6 @@
-"""The shared config schema, the published recipes, and validation before anything compiles.
+"""The config schema and its validation before anything compiles.
 
-Config files (`configs/*.py`) build on `base_config`; derived values (steps from epochs, the
+The recipes are config files (`configs/*.py`) built on `base_config`; derived values (steps from epochs, the
 learning rate from the batch size) are computed by the trainer from the config, never stored in it.
 """
 import os
@@ -10,10 +10,10 @@ from ml_collections import config_dict
 
 from mimjax import data
 from mimjax import errors
+from mimjax import methods
 from mimjax.models import vit
 
-METHODS = ("mae", "lut")
-LR_RULES = ("linear", "sqrt")
+LR_RULES = ("linear", "sqrt", "sqrt8")
 DTYPES = ("float32", "bfloat16")
 VARIANTS = ("S/16", "B/16", "L/16", "H/14")
 
@@ -32,11 +32,14 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:
-  """The published ViT-B/16 recipe of `method` on imagenet2012, as the papers and official code define it."""
+  """The config schema of `method`: every key with its default (the recipes are configs/*.py).
+
+  The shared keys are set here; the method adds its own (`mimjax.methods`).
+  """
   c = ml_collections.ConfigDict()
   c.method = method
   c.seed = 0
-  c.epochs = 1600  # every headline number of both papers is a 1600-epoch run
+  c.epochs = 1600
   c.total_steps = config_dict.placeholder(int)  # when set, overrides `epochs`
 
   c.input = data.make_default_config()
@@ -47,35 +50,23 @@ def base_config(method: str) -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.variant = "B/16"
-  c.model.mask_ratio = 0.75
-  c.model.norm_pix_loss = True
-  c.model.decoder_width = 512
-  c.model.decoder_depth = 8
-  c.model.decoder_heads = 16
   c.model.dtype = "float32"  # compute dtype; parameters are always float32
   c.model.attention_impl = config_dict.placeholder(str)  # None (XLA), 'xla' or 'cudnn'
   c.model.remat = False
-  if method == "lut":
-    c.model.head_hidden = 4096
 
   c.optim = ml_collections.ConfigDict()
   c.optim.base_lr = 1.5e-4
-  c.optim.lr_rule = "sqrt" if method == "lut" else "linear"
+  c.optim.lr_rule = "linear"
   c.optim.warmup_epochs = 40
+  c.optim.min_lr = 0.0  # where the cosine ends
   c.optim.b1 = 0.9
   c.optim.b2 = 0.95
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.05
+  c.optim.decay_cls = True  # weight decay on the cls token (pre-training: yes; fine-tuning: no)
+  c.optim.layer_decay = 1.0  # layer-wise lr decay: block i's lr x decay^(depth + 1 - (i + 1))
   c.optim.grad_clip_norm = 0.0  # 0 = none, as in the reference
-  # Micro-batches per optimizer step. LUT's official run (8 GPUs x 128, 4 accumulation steps)
-  # computes the heads' BatchNorm over micro-batches of 1024 and so updates its statistics
-  # 8 times per step (2 views x 4 micro-batches): 4 reproduces that at batch 4096.
-  c.optim.accum_steps = 4 if method == "lut" else 1
-
-  if method == "lut":
-    c.lut = ml_collections.ConfigDict()
-    c.lut.bc_weight = 0.25
-    c.lut.ema_base = 0.996
+  c.optim.accum_steps = 1  # micro-batches per optimizer step
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices not used by fsdp
@@ -87,39 +78,22 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.image_every_steps = 5000  # input / masked / reconstruction grids to TensorBoard; 0 = never
   c.init_from = ""  # a workdir or export dir to start from when the workdir has no checkpoint
+  methods.get(method).add_config(c)
   return c
 
 
-def apply_arg(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-  """Applies the config argument: `demo`, `variant=...`, `dataset=...`."""
-  args = parse_arg(arg)
-  unknown = set(args) - {"demo", "variant", "dataset"}
+def set_variant(c: ml_collections.ConfigDict, variant: str) -> None:
+  """`variant=` of a recipe's config argument: one of the published sizes."""
+  if variant not in VARIANTS:
+    raise ConfigError(f"variant={variant!r} is not a published recipe: use one of {VARIANTS}")
+  c.model.variant = variant
+
+
+def check_args(args: dict[str, str], allowed: tuple[str, ...]) -> None:
+  unknown = set(args) - set(allowed)
   if unknown:
-    raise ConfigError(f"unknown config argument(s) {sorted(unknown)}: use demo, variant=, dataset=")
-  if "demo" in args:
-    # A small ViT on the bundled offline photos: a few minutes on 2 CPU cores.
-    c.input.dataset = "offline_photos"
-    c.input.batch_size = 32
-    c.input.image_size = 64
-    c.model.variant = "nano/8"
-    c.model.decoder_width = 64
-    c.model.decoder_depth = 2
-    c.model.decoder_heads = 4
-    if c.method == "lut":
-      c.model.head_hidden = 256
-    c.optim.base_lr = 8e-3 if c.method == "mae" else 7e-4  # both give a peak lr of 1e-3 at batch 32
-    c.total_steps = 200  # warm-up keeps the recipe's share: 40/1600 of the steps
-    c.optim.accum_steps = 1
-    c.log_every_steps = 10
-    c.ckpt_every_steps = 100
-    c.image_every_steps = 100
-  if "variant" in args:
-    if args["variant"] not in VARIANTS:
-      raise ConfigError(f"variant={args['variant']!r} is not a published recipe: use one of {VARIANTS}")
-    c.model.variant = args["variant"]
-  if "dataset" in args:
-    c.input.dataset = args["dataset"]
-  return c
+    raise ConfigError(f"unknown config argument(s) {sorted(unknown)}: use "
+                      + ", ".join(f"{a}=" if a != "demo" else a for a in allowed))
 
 
 def _check(condition: bool, key: str, message: str):
@@ -129,28 +103,19 @@ def _check(condition: bool, key: str, message: str):
 
 def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int):
   """Raises ConfigError naming the key and the fix; cheap, runs before anything compiles."""
-  _check(c.method in METHODS, "method", f"{c.method!r} is not one of {METHODS}")
+  method = methods.get(c.method)
   try:
     spec = vit.decode_variant(c.model.variant)
   except ValueError as e:
     raise ConfigError(f"config.model.variant: {e}") from None
-  ratio = c.model.mask_ratio
-  _check(0 < ratio < 1, "model.mask_ratio", f"{ratio} must lie in (0, 1), e.g. 0.75")
-  if c.method == "lut":
-    _check(ratio >= 0.5, "model.mask_ratio",
-           f"{ratio} is below 0.5: LUT's two views need disjoint masks, use >= 0.5 (0.75)")
   size = c.input.image_size
   _check(size > 0 and size % spec.patch == 0, "input.image_size",
          f"{size} is not divisible by the patch size {spec.patch} of {c.model.variant}")
   _check(spec.width % spec.heads == 0 and spec.width % 4 == 0, "model.variant",
          "width must be divisible by the heads and by 4")
-  _check(c.model.decoder_width % c.model.decoder_heads == 0 and c.model.decoder_width % 4 == 0,
-         "model.decoder_width", "must be divisible by model.decoder_heads and by 4")
   _check(c.model.dtype in DTYPES, "model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
   _check(c.model.attention_impl in (None, "xla", "cudnn"), "model.attention_impl",
          "use None, 'xla' or 'cudnn'")
-  kept = int((size // spec.patch) ** 2 * (1 - ratio))
-  _check(kept >= 1, "model.mask_ratio", f"{ratio} keeps no patch of a {size}px image")
   _check(c.total_steps is None or c.total_steps > 0, "total_steps", "must be positive (or unset)")
   _check(c.epochs > 0, "epochs", "must be positive")
   _check(c.optim.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
@@ -172,21 +137,19 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
     _check(c[key] >= 1, key, "must be >= 1")
   o = c.optim
   _check(o.lr_rule in LR_RULES, "optim.lr_rule", f"{o.lr_rule!r} is not one of {LR_RULES}")
-  for key in ("base_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
+  for key in ("base_lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
     _check(o[key] >= 0, f"optim.{key}", f"{o[key]} must be >= 0")
   _check(o.warmup_epochs <= c.epochs, "optim.warmup_epochs", "must not exceed config.epochs")
   for key in ("b1", "b2"):
     _check(0 <= o[key] < 1, f"optim.{key}", f"{o[key]} must lie in [0, 1)")
   _check(o.eps > 0, "optim.eps", "must be positive")
-  if c.method == "lut":
-    _check(0 < c.lut.ema_base <= 1, "lut.ema_base", "must lie in (0, 1]")
-    _check(c.lut.bc_weight >= 0, "lut.bc_weight", "must be >= 0")
-    _check(c.model.head_hidden >= 1, "model.head_hidden", "must be >= 1")
+  _check(0 < o.layer_decay <= 1, "optim.layer_decay", f"{o.layer_decay} must lie in (0, 1]")
+  method.validate(c, _check)
   if c.init_from:
     _check(os.path.isdir(c.init_from), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
   try:
-    data.validate_config(c.input, method=c.method, num_processes=num_processes,
+    data.validate_config(c.input, method=method.data_kind, num_processes=num_processes,
                          num_devices=num_devices)
   except ValueError as e:
     # The data package names its keys relative to the input section.
@@ -206,9 +169,9 @@ def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
 
 
 
-# The keys that fix the shapes of the train state: a checkpoint only resumes under the same values.
-STATE_KEYS = ("method", "model.variant", "model.decoder_width", "model.decoder_depth",
-              "model.decoder_heads", "model.head_hidden")
+# The keys that fix the shapes of the train state: a checkpoint only resumes under the same
+# values (with the method's own `shape_keys`).
+STATE_KEYS = ("method", "model.variant")
 
 
 def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict,
@@ -220,7 +183,8 @@ def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.Co
     return c
 
   changed = [f"config.{k}: {get(saved, k)!r} in the checkpoint, {get(current, k)!r} now"
-             for k in STATE_KEYS if get(saved, k) != get(current, k)]
+             for k in STATE_KEYS + methods.get(current.method).shape_keys
+             if get(saved, k) != get(current, k)]
   # Clipping adds a stage to the optimizer state; its threshold alone may change.
   if bool(get(saved, "optim.grad_clip_norm")) != bool(get(current, "optim.grad_clip_norm")):
     changed.append("config.optim.grad_clip_norm: clipping on in one run and off in the other")

@@ -6,8 +6,8 @@ The train state is a plain dict pytree:
                 update after it)
   params        the student's parameters (float32)
   opt_state     optax state
-  batch_stats   LUT only: the student heads' BatchNorm statistics
-  teacher       LUT only: EMA of the encoder and projector ({'params', 'batch_stats'})
+  ...           what the method adds (`Method.extra_state`); LUT: `batch_stats`, the student
+                heads' BatchNorm statistics, and `teacher`, the EMA of the encoder and projector
 """
 import jax
 import jax.numpy as jnp
@@ -15,49 +15,29 @@ import ml_collections
 import optax
 
 from mimjax import checkpoint
+from mimjax import methods
 from mimjax import optim
-from mimjax.models import lut
-from mimjax.models import mae
-from mimjax.models import masking
-from mimjax.models import vit
 
 
 def model_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """The MAE constructor arguments (what exporters and `load_pretrained` need)."""
-  m = config.model
-  return dict(variant=m.variant, mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss,
-              decoder_width=m.decoder_width, decoder_depth=m.decoder_depth,
-              decoder_heads=m.decoder_heads)
+  """The model's architecture arguments (what exporters and `load_pretrained` need)."""
+  return methods.get(config.method).model_kwargs(config)
 
 
-def build_model(config: ml_collections.ConfigDict) -> mae.MAE:
-  m = config.model
-  kwargs = dict(model_kwargs(config), dtype=jnp.dtype(m.dtype), attention_impl=m.attention_impl,
-                remat=m.remat)
-  if config.method == "lut":
-    return lut.LUT(**kwargs, head_hidden=m.head_hidden)
-  return mae.MAE(**kwargs)
-
-
-def num_patches(config) -> int:
-  return (config.input.image_size // vit.decode_variant(config.model.variant).patch) ** 2
+def build_model(config: ml_collections.ConfigDict):
+  return methods.get(config.method).build_model(config)
 
 
 def init_fn(config, model, tx: optax.GradientTransformation):
   """rng -> a fresh train state; traced under eval_shape first, then jitted with shardings."""
-  size = config.input.image_size
+  method = methods.get(config.method)
 
   def init(rng):
-    images = jnp.zeros((2, size, size, 3), jnp.float32)
-    noise = masking.sample_noise(jax.random.key(0), 2, num_patches(config))
-    inputs = (images, images, noise) if config.method == "lut" else (images, noise)
-    variables = model.init(rng, *inputs)
+    variables = method.init_variables(config, model, rng, config.input.image_size)
     params = variables["params"]
     state = dict(step=jnp.zeros((), jnp.int32), nonfinite_at=jnp.full((), -1, jnp.int32),
                  params=params, opt_state=tx.init(params))
-    if config.method == "lut":
-      state["batch_stats"] = variables["batch_stats"]
-      state["teacher"] = lut.teacher_subset(variables)  # starts as a copy of the student
+    state.update(method.extra_state(config, variables))
     return state
 
   return init

@@ -1,9 +1,11 @@
 """The trainer: mesh -> data -> abstract init -> shardings -> jitted step -> loop.
 
-`train(config, workdir)` pre-trains MAE or LUT per `config` (see configs/). It resumes from the
+`train(config, workdir)` trains per `config` (see configs/) with the method `config.method`
+names (mimjax/methods: the model, its extra state, the loss of a micro-batch, the hooks). It resumes from the
 workdir's latest checkpoint when there is one, else starts from `config.init_from`, else from
 scratch; a resumed run continues exactly where the interrupted one was.
 """
+import functools
 import signal
 
 import jax
@@ -17,11 +19,11 @@ from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
+from mimjax import methods
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
-from mimjax.models import lut
 from mimjax.models import masking
 from mimjax.models import vit
 
@@ -31,36 +33,13 @@ class NonFiniteLossError(errors.UserError, RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The loss of one micro-batch.
-# ---------------------------------------------------------------------------------------------
-def _loss_fn(config, model):
-  """(params, batch_stats, teacher, inputs, noise) -> (loss, (aux metrics, new batch_stats))."""
-
-  def mae_loss(params, batch_stats, teacher, inputs, noise):
-    out = model.apply({"params": params}, data.normalize(inputs["image"]), noise)
-    return out.loss, ({}, batch_stats)
-
-  def lut_loss(params, batch_stats, teacher, inputs, noise):
-    view1, view2 = data.normalize(inputs["view1"]), data.normalize(inputs["view2"])
-    student, new_vars = model.apply({"params": params, "batch_stats": batch_stats}, view1, view2,
-                                    noise, method="student", mutable=["batch_stats"])
-    z1, z2 = model.apply(teacher, view1, view2, method="teacher")
-    bc = lut.cross_view_bc_loss(student.q1, student.q2, z1, z2)
-    mae_value = student.reconstruction.loss
-    total = mae_value + config.lut.bc_weight * bc
-    return total, ({"mae_loss": mae_value, "bc_loss": bc}, new_vars["batch_stats"])
-
-  return lut_loss if config.method == "lut" else mae_loss
-
-
-# ---------------------------------------------------------------------------------------------
 # The train step: pure, all randomness from fold_in(seed, step).
 # ---------------------------------------------------------------------------------------------
 def make_train_step(config, model, tx, lr_schedule, total_steps: int):
-  loss_fn = _loss_fn(config, model)
+  method = methods.get(config.method)
   accum = config.optim.accum_steps
   seed_key = jax.random.key(config.seed)
-  length = state_lib.num_patches(config)
+  image_size = config.input.image_size
 
   def split(x):
     # Micro-batch a takes rows a, a+accum, ...: every device holds a share of every micro-batch.
@@ -68,38 +47,35 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
 
   def step_fn(state, batch):
     step = state["step"]
+    step_key = jax.random.fold_in(seed_key, step)
     batch_size = next(iter(batch.values())).shape[0]
-    noise = masking.sample_noise(jax.random.fold_in(seed_key, step), batch_size, length)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    teacher = state.get("teacher")
+    per_example = method.example_randomness(config, step_key, batch_size, image_size)
+    grad_fn = jax.value_and_grad(functools.partial(method.loss, config, model), has_aux=True)
 
     def micro_step(carry, micro):
-      grads_sum, loss_sum, aux_sum, batch_stats = carry
-      inputs, micro_noise = micro
-      (loss, (aux, batch_stats)), grads = grad_fn(state["params"], batch_stats, teacher, inputs,
-                                                  micro_noise)
-      add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)
-      return (add(grads_sum, grads), loss_sum + loss, add(aux_sum, aux), batch_stats), None
+      grads_sum, loss_sum, carried = carry
+      inputs, micro_randomness, index = micro
+      # The method's own draws (dropout, mixup) from a key of this step and micro-batch.
+      rng = jax.random.fold_in(jax.random.fold_in(step_key, 1 << 20), index)
+      (loss, (aux, carried)), grads = grad_fn(state["params"], dict(state, **carried), inputs,
+                                              micro_randomness, rng)
+      grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
+      return (grads_sum, loss_sum + loss, carried), aux
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, state["params"])
-    aux_zeros = {"mae_loss": 0.0, "bc_loss": 0.0} if config.method == "lut" else {}
-    carry = (zeros, 0.0, aux_zeros, state.get("batch_stats"))
-    (grads, loss, aux, batch_stats), _ = jax.lax.scan(
-        micro_step, carry, (jax.tree_util.tree_map(split, batch), split(noise)))
+    carry = (zeros, 0.0, {k: state[k] for k in method.carried_state})
+    micro_batches = (jax.tree_util.tree_map(split, batch),
+                     jax.tree_util.tree_map(split, per_example), jnp.arange(accum))
+    (grads, loss, carried), aux = jax.lax.scan(micro_step, carry, micro_batches)
     grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-    loss, aux = loss / accum, {k: v / accum for k, v in aux.items()}
+    loss, aux = loss / accum, {k: jnp.mean(v) for k, v in aux.items()}
 
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    new = dict(state, params=params, opt_state=opt_state)
+    new = dict(state, params=params, opt_state=opt_state, **carried)
+    new, method_metrics = method.after_update(config, new, step, total_steps)
     grad_norm = optax.global_norm(grads)
-    metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=grad_norm, **aux)
-    if config.method == "lut":
-      momentum = lut.ema_momentum(step, total_steps, config.lut.ema_base)
-      new["batch_stats"] = batch_stats
-      new["teacher"] = lut.ema_update(
-          state["teacher"], {"params": params, "batch_stats": batch_stats}, momentum)
-      metrics["ema_momentum"] = momentum
+    metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=grad_norm, **aux, **method_metrics)
 
     # A non-finite loss or gradient freezes the state (no update from then on) and records the
     # step; the host stops the run before it could save such a state.
@@ -155,32 +131,10 @@ def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   if config.init_from:
     from mimjax import api  # local: only this path needs the exporters
     params = api.load_params(config.init_from)
-    state["params"] = _graft(state["params"], params, shardings["params"], config.init_from)
-    if "teacher" in state:
-      # A copy: the teacher's buffers must not alias the student's (the step donates both).
-      state["teacher"]["params"] = jax.tree_util.tree_map(
-          jnp.copy, {k: state["params"][k] for k in lut.TEACHER_MODULES})
+    put = lambda name, tree: jax.device_put(tree, shardings["params"][name])
+    state = methods.get(config.method).graft(state, params, put, config.init_from)
     print(f"Initialized from {config.init_from}", flush=True)
   return state
-
-
-def _graft(params, loaded, shardings, source: str):
-  """`params` with each top-level module that `loaded` also has replaced by the loaded one."""
-  common = sorted(set(params) & set(loaded))
-  if not common:
-    raise config_lib.ConfigError(
-        f"config.init_from: {source} shares no module with this model "
-        f"(it has {sorted(loaded)}, this model {sorted(params)})")
-  params = dict(params)
-  for name in common:
-    ours = jax.tree_util.tree_map(lambda x: x.shape, params[name])
-    theirs = jax.tree_util.tree_map(lambda x: x.shape, loaded[name])
-    if ours != theirs:
-      raise config_lib.ConfigError(
-          f"config.init_from: the {name!r} of {source} has other shapes than this model's: "
-          "check config.model against the model that was saved there")
-    params[name] = jax.device_put(loaded[name], shardings[name])
-  return params
 
 
 def _sum_over_processes(count: int) -> int:
@@ -219,6 +173,7 @@ class _Termination:
 def train(config: ml_collections.ConfigDict, workdir: str):
   """Pre-trains per `config` in `workdir`; returns the final state."""
   config_lib.validate(config, jax.process_count(), jax.device_count())
+  method = methods.get(config.method)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   is_main = jax.process_index() == 0
 
@@ -227,7 +182,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
   batch_size = config.input.batch_size
   rule = config.optim.lr_rule
   lr_schedule = optim.schedule(optim.peak_learning_rate(config.optim.base_lr, batch_size, rule),
-                               warmup_steps, total_steps)
+                               warmup_steps, total_steps, config.optim.min_lr)
 
   # Model and state, abstract first: nothing is materialized unsharded.
   model = state_lib.build_model(config)
@@ -248,10 +203,12 @@ def train(config: ml_collections.ConfigDict, workdir: str):
   step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
                     in_shardings=(shardings, batch_shardings),
                     out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  visualize = jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
-  batches = data.make_train_iterator(config.input, method=config.method, seed=config.seed,
+  visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
+               if method.image_key else None)
+  batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
                                      start_step=start_step, mesh=mesh,
                                      batch_axes=sharding.BATCH_AXES)
+  evaluator = method.make_evaluator(config, model, mesh, sharding.BATCH_AXES)
   writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
   termination = _Termination()
 
@@ -273,14 +230,18 @@ def train(config: ml_collections.ConfigDict, workdir: str):
       batch = next(batches)
       state, step_metrics = step_fn(state, batch)
       done = step + 1
-      if done % config.log_every_steps == 0 or done == total_steps:
+      evaluated = {}
+      if evaluator and (done % evaluator[0] == 0 or done == total_steps):
         check_finite(state)
-        scalars = jax.device_get(step_metrics)
+        evaluated = evaluator[1](state["params"])
+      if done % config.log_every_steps == 0 or done == total_steps or evaluated:
+        check_finite(state)
+        scalars = dict(jax.device_get(step_metrics), **evaluated)
         images_per_sec, eta = writer.throughput(done, batch_size)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
                                         corrupt_images_skipped=_sum_over_processes(batches.num_corrupt)))
-      if config.image_every_steps and done % config.image_every_steps == 0:
-        first = batch["image" if config.method == "mae" else "view1"]
+      if method.image_key and config.image_every_steps and done % config.image_every_steps == 0:
+        first = batch[method.image_key]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
         writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
       stop = termination.requested(done)  # read once: the signal may land in the middle of a save

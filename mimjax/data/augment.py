@@ -24,6 +24,7 @@ import math
 import tensorflow as tf
 
 MAE_SCALE = (0.2, 1.0)
+CLASSIFY_SCALE = (0.08, 1.0)  # timm / torchvision's default, used by fine-tuning
 MAE_RATIO = (3 / 4, 4 / 3)
 RRC_ATTEMPTS = 10  # torchvision tries 10 (area, ratio) draws before its fallback
 LUT_PADDING = 4
@@ -156,6 +157,20 @@ def mae_train(data, seed, size: int, antialias: bool = True):
   crop = decode_and_crop(data, lambda hw: random_resized_crop_window(hw, s_crop))
   image = to_uint8(resize(crop, size, size, antialias))
   image = random_flip(image, s_flip)
+  image.set_shape([size, size, 3])
+  return image
+
+
+def classify_train(data, seed, size: int, antialias: bool = True, randaugment=None):
+  """Fine-tuning view: RandomResizedCrop(size, scale (0.08, 1), bicubic) + flip, then
+  `randaugment(image uint8, seed) -> uint8` when given; bytes -> uint8 (timm's
+  create_transform(is_training=True) before its ToTensor)."""
+  s_crop, s_flip, s_aug = split_seed(seed, 3)
+  crop = decode_and_crop(
+      data, lambda hw: random_resized_crop_window(hw, s_crop, scale=CLASSIFY_SCALE))
+  image = random_flip(to_uint8(resize(crop, size, size, antialias)), s_flip)
+  if randaugment is not None:
+    image = randaugment(image, s_aug)
   image.set_shape([size, size, 3])
   return image
 

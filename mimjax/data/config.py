@@ -5,7 +5,7 @@ import ml_collections
 
 from mimjax import errors
 
-METHODS = ('mae', 'lut')
+METHODS = ('mae', 'lut', 'classify')  # the training pipelines (classify: with labels)
 ON_CORRUPT = ('fail', 'skip')
 OFFLINE = 'offline_photos'
 FOLDER = 'folder'

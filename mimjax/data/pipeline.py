@@ -66,6 +66,8 @@ def augment_fn(kind: str, cfg) -> Callable:
       view1, view2 = augment.lut_train(data, seed, size, antialias)
       return {'view1': view1, 'view2': view2}
     return lut
+  if kind == 'classify':
+    return lambda data, seed: {'image': augment.classify_train(data, seed, size, antialias)}
   frac = cfg.eval_crop_fraction
   return lambda data, seed: {'image': augment.eval_image(data, size, frac)}
 
@@ -259,7 +261,7 @@ def make_host_iterator(cfg, method: str, seed: int = 0, start_step: int = 0, *,
   def diagnose(step):
     return _failing(next(chunks(step)).take(bpp), decoder)
 
-  keys = ('view1', 'view2') if method == 'lut' else ('image',)
+  keys = {'lut': ('view1', 'view2'), 'classify': ('image', 'label')}.get(method, ('image',))
   return HostIterator(
       chunks(start_step),
       lambda el: decode_and_batch(el, decoder, on_corrupt=cfg.on_corrupt, batch_size=bpp,

@@ -119,6 +119,11 @@ class Attention(nn.Module):
     return dense(width, "out")(out.reshape(n, length, width))
 
 
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+  """Per-block stochastic-depth rates, rising linearly from 0 to `rate` (timm's linspace)."""
+  return [float(r) for r in np.linspace(0.0, rate, depth)]
+
+
 class DropPath(nn.Module):
   """Stochastic depth: zeroes a residual branch per sample with probability `rate`, scaling the
   kept ones by 1 / (1 - rate) so that the expectation is unchanged (timm's DropPath).
@@ -179,9 +184,9 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x):
     block = nn.remat(Block) if self.remat else Block
-    rates = np.linspace(0.0, self.drop_path, self.depth)
+    rates = drop_path_rates(self.drop_path, self.depth)
     for i in range(self.depth):
-      x = block(self.heads, self.mlp_dim, self.dtype, self.attention_impl, float(rates[i]),
+      x = block(self.heads, self.mlp_dim, self.dtype, self.attention_impl, rates[i],
                 self.deterministic, name=f"block{i}")(x)
     if not self.final_norm:
       return x

@@ -1,0 +1,118 @@
+"""Fine-tuning: a pre-trained encoder, global average pooling, fc_norm and a linear head, trained
+with the MAE fine-tuning recipe (layer-wise lr decay, drop path, random erasing, mixup / cutmix,
+label smoothing); top-1 / top-5 on the validation split during training.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mimjax import data
+from mimjax.data import mixup
+from mimjax.methods import base
+from mimjax.models import classifier
+from mimjax.models import vit
+
+
+class Finetune(base.Method):
+  name = "finetune"
+  data_kind = "classify"
+  batch_keys = ("image", "label")
+  shape_keys = ("model.num_classes",)
+
+  def add_config(self, c):
+    c.model.num_classes = 1000
+    c.model.drop_path = 0.1  # the last block's rate (linear from 0 over the blocks)
+    c.finetune = dict(
+        label_smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
+        random_erasing=0.25,
+        val_split="validation",  # '' = no evaluation during training
+        eval_every_steps=1000)
+
+  def validate(self, c, check):
+    f = c.finetune
+    check(c.model.num_classes >= 2, "model.num_classes", "must be >= 2")
+    check(0 <= c.model.drop_path < 1, "model.drop_path", "must lie in [0, 1)")
+    check(0 <= f.label_smoothing < 1, "finetune.label_smoothing", "must lie in [0, 1)")
+    for key in ("mixup", "cutmix"):
+      check(f[key] >= 0, f"finetune.{key}", "the Beta parameter must be >= 0 (0 = off)")
+    for key in ("mixup_prob", "mixup_switch_prob", "random_erasing"):
+      check(0 <= f[key] <= 1, f"finetune.{key}", "a probability must lie in [0, 1]")
+    check(f.eval_every_steps >= 1, "finetune.eval_every_steps", "must be >= 1")
+
+  def build_model(self, c):
+    m = c.model
+    return classifier.Classifier(m.variant, m.num_classes, m.drop_path, jnp.dtype(m.dtype),
+                                 m.attention_impl, m.remat)
+
+  def init_variables(self, c, model, rng, image_size):
+    return model.init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
+
+  def graft(self, state, loaded, put, source):
+    """The pre-trained encoder (MAE's or LUT's student, or a classifier's); its final norm, if
+    any, is dropped, and fc_norm and the head stay freshly initialized."""
+    from mimjax import config_lib  # pylint: disable=g-import-not-at-top
+    if "encoder" not in loaded:
+      raise config_lib.ConfigError(
+          f"config.init_from: {source} has no encoder (it has {sorted(loaded)})")
+    encoder = dict(loaded["encoder"])
+    encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
+    shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
+    if shapes(encoder) != shapes(state["params"]["encoder"]):
+      raise config_lib.ConfigError(
+          f"config.init_from: the encoder of {source} has other shapes than this "
+          "config.model.variant's: use the variant it was pre-trained with")
+    return dict(state, params=dict(state["params"], encoder=put("encoder", encoder)))
+
+  def example_randomness(self, c, key, batch_size, image_size):
+    # Random erasing per example, keyed by the example's row in the global batch.
+    return jax.random.split(jax.random.fold_in(key, 7), batch_size)
+
+  def loss(self, c, model, params, state, inputs, example_keys, rng):
+    f = c.finetune
+    images = mixup.random_erasing(example_keys, data.normalize(inputs["image"]), f.random_erasing)
+    targets = mixup.smooth_targets(inputs["label"], c.model.num_classes, f.label_smoothing)
+    k_mix, k_drop = jax.random.split(rng)
+    images, targets, _ = mixup.mixup_cutmix(k_mix, images, targets, f.mixup, f.cutmix,
+                                            f.mixup_prob, f.mixup_switch_prob)
+    logits = model.apply({"params": params}, images, train=True, rngs={"dropout": k_drop})
+    loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
+    return loss, ({}, {})
+
+  def make_evaluator(self, c, model, mesh, batch_axes):
+    """(every, fn): fn(params) -> {'val_top1', 'val_top5', 'val_loss'} over the validation
+    split, every `finetune.eval_every_steps`; None when `finetune.val_split` is ''."""
+    f = c.finetune
+    if not f.val_split:
+      return None
+    eval_cfg = c.input.copy_and_resolve_references()
+    eval_cfg.split = f.val_split
+
+    @jax.jit
+    def counts(params, batch):
+      logits = model.apply({"params": params}, data.normalize(batch["image"]))
+      labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
+      top5 = jax.lax.top_k(logits, min(5, c.model.num_classes))[1]
+      hit = top5 == labels[:, None]
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+      return (jnp.sum(hit[:, 0] * mask), jnp.sum(jnp.any(hit, axis=1) * mask),
+              jnp.sum(loss * mask), jnp.sum(mask))
+
+    def evaluate(params):
+      totals = np.zeros(4)
+      for batch in data.make_eval_iterator(eval_cfg, mesh=mesh, batch_axes=batch_axes):
+        totals += np.asarray(jax.device_get(counts(params, batch)), np.float64)
+      top1, top5, loss, n = totals
+      return {"val_top1": top1 / n, "val_top5": top5 / n, "val_loss": loss / n}
+
+    return f.eval_every_steps, evaluate
+
+
+def eval_top_k(model, params, images, labels):
+  """Top-1 and top-5 accuracy of a classifier on normalized images (for tests and notebooks)."""
+  logits = model.apply({"params": params}, images)
+  top5 = jax.lax.top_k(logits, 5)[1]
+  return (float(jnp.mean(top5[:, 0] == labels)), float(jnp.mean(jnp.any(top5 == labels[:, None], 1))))
+
+
+base.register(Finetune())

@@ -1,0 +1,109 @@
+"""The recipes as the official runs: LUT's BatchNorm updates per step, layer-wise lr decay."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from mimjax import optim
+from mimjax import state as state_lib
+from mimjax import train
+from mimjax.export import timm_vit
+from mimjax.models import lut as lut_model
+from mimjax.models import masking
+from tests import trainer_utils as tu
+
+
+def test_batchnorm_statistics_update_once_per_view():
+  """Two head calls in one apply (view 1, view 2) are two momentum updates, as two torch calls."""
+  class TwoViews(nn.Module):
+    @nn.compact
+    def __call__(self, x1, x2):
+      head = lut_model.ProjectionHead(hidden=6, out=3)
+      return head(x1, True), head(x2, True)
+
+  rng = np.random.default_rng(0)
+  x1, x2 = (rng.standard_normal((5, 4)).astype(np.float32) + s for s in (1.0, -2.0))
+  model = TwoViews()
+  variables = model.init(jax.random.key(0), x1, x2)
+  _, updated = model.apply(variables, x1, x2, mutable=["batch_stats"])
+  w = np.asarray(variables["params"]["ProjectionHead_0"]["fc1"]["kernel"])
+  h1, h2 = x1 @ w, x2 @ w
+  stats = updated["batch_stats"]["ProjectionHead_0"]["bn"]
+  # torch momentum 0.1 == flax 0.9; starting from mean 0 and var 1.
+  np.testing.assert_allclose(stats["mean"], 0.9 * 0.1 * h1.mean(0) + 0.1 * h2.mean(0), atol=1e-5)
+  np.testing.assert_allclose(stats["var"], 0.9 * (0.9 + 0.1 * h1.var(0)) + 0.1 * h2.var(0),
+                             atol=1e-5)
+
+
+def test_lut_step_updates_batchnorm_per_micro_batch():
+  """With accum_steps=4 the step's statistics are 4 micro-batches x 2 views of updates in turn,
+  each over its micro-batch only: the official run's 8 updates per step over 1024 images."""
+  c = tu.tiny_config("lut", **{"optim.accum_steps": 4})
+  model = state_lib.build_model(c)
+  tx = optim.make(c, optax.constant_schedule(1e-3))
+  state = jax.jit(state_lib.init_fn(c, model, tx))(jax.random.key(0))
+  rng = np.random.default_rng(1)
+  batch = {k: rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8) for k in ("view1", "view2")}
+  expected = state["batch_stats"]
+  noise = masking.sample_noise(jax.random.fold_in(jax.random.key(c.seed), 0), 8, 16)
+  from mimjax import data  # pylint: disable=g-import-not-at-top
+  for a in range(4):  # micro-batch a holds rows a, a + 4
+    views = [data.normalize(batch[k][a::4]) for k in ("view1", "view2")]
+    _, new = model.apply({"params": state["params"], "batch_stats": expected}, *views,
+                         noise[a::4], method="student", mutable=["batch_stats"])
+    expected = new["batch_stats"]
+  step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(1e-3), 4))
+  new_state, _ = step(state, batch)
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         new_state["batch_stats"], expected)
+  one_batch = jax.tree_util.tree_map(np.asarray, new_state["batch_stats"])
+  assert not np.allclose(one_batch["projector"]["bn"]["mean"],
+                         np.asarray(state["batch_stats"]["projector"]["bn"]["mean"]))
+
+
+# MAE's util/lr_decay.py, restated: torch names -> (layer id, lr scale, weight decay or not).
+def _reference_groups(state_shapes, depth, layer_decay, no_weight_decay=("cls_token", "pos_embed")):
+  num_layers = depth + 1
+  out = {}
+  for name, shape in state_shapes.items():
+    if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+      layer = 0
+    elif name.startswith("blocks"):
+      layer = int(name.split(".")[1]) + 1
+    else:
+      layer = num_layers
+    decay = not (len(shape) == 1 or name in no_weight_decay)
+    out[name] = (layer_decay ** (num_layers - layer), decay)
+  return out
+
+
+@pytest.mark.parametrize("variant,layer_decay", [("mu/4", 0.65), ("W32-D5-H2/4", 0.75)])
+def test_layer_decay_and_weight_decay_equal_maes_param_groups(variant, layer_decay):
+  from mimjax.models import classifier  # pylint: disable=g-import-not-at-top
+  model = classifier.Classifier(variant, num_classes=3)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  depth = int(variant.split("-D")[1].split("-")[0]) if "-D" in variant else 2
+  scales = optim.layer_scales(params, depth, layer_decay)
+  decayed = optim.decay_mask(params, decay_cls=False)
+  flat = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): v
+                       for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  scales, decayed, shapes = flat(scales), flat(decayed), flat(params)
+  table = timm_vit.timm_rules({"variant": variant}, 16, global_pool="avg", fine_tuned=True)
+  torch_shapes = {}
+  for rule in table:
+    for path, key in zip(rule.mimjax, rule.torch):
+      shape = shapes[path].shape
+      torch_shapes[key] = (shape[::-1] if rule.transform == "dense_kernel" else shape)
+  reference = _reference_groups(torch_shapes, depth, layer_decay)
+  checked = 0
+  for rule in table:
+    for path, key in zip(rule.mimjax, rule.torch):
+      assert scales[path] == pytest.approx(reference[key][0]), (path, key)
+      assert bool(decayed[path]) == reference[key][1], (path, key)
+      checked += 1
+  assert checked == len(scales)  # every parameter has a torch counterpart
+  # The embeddings get decay^(depth + 1), the head 1.
+  assert scales["encoder/cls"] == pytest.approx(layer_decay ** (depth + 1))
+  assert scales["head/kernel"] == 1.0
