@@ -56,7 +56,8 @@ def test_lut_step_updates_batchnorm_per_micro_batch():
     expected = new["batch_stats"]
   step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(1e-3), 4))
   new_state, _ = step(state, batch)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+  # Successive micro-batches move the statistics by ~0.1: 1e-4 tells them apart.
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
                          new_state["batch_stats"], expected)
   one_batch = jax.tree_util.tree_map(np.asarray, new_state["batch_stats"])
   assert not np.allclose(one_batch["projector"]["bn"]["mean"],

@@ -6,8 +6,9 @@ r"""mimjax-export: writes a training workdir's checkpoint as PyTorch weights.
       --out exports/mae_timm_gap   # the fine-tuning starting point of both papers
 
 `hf` writes a Hugging Face ViTMAEForPreTraining directory (encoder and decoder), loadable with
-`ViTMAEForPreTraining.from_pretrained(OUT)` and with `mimjax.load_pretrained(OUT)`; `timm` writes
-the encoder as a timm VisionTransformer state dict plus the architecture arguments. For LUT the
+`ViTMAEForPreTraining.from_pretrained(OUT)` and with `mimjax.load_pretrained(OUT)`, or, for a
+fine-tuned classifier, ViTForImageClassification; `timm` writes the encoder (and a fine-tuned
+classifier's head) as a timm VisionTransformer state dict plus the architecture arguments. For LUT the
 student is exported (fine-tuning starts from the student encoder).
 """
 import os
@@ -45,7 +46,10 @@ def run(argv):
       "mimjax-export", state_lib.restore_state, FLAGS.workdir, FLAGS.step)
   kwargs = state_lib.model_kwargs(config)
   params = state["params"]
-  if FLAGS.format == "hf":
+  if FLAGS.format == "hf" and export.timm_vit.is_classifier(params):
+    errors.exit_on_user_error("mimjax-export", export.save_hf_classifier, params, kwargs,
+                              config.input.image_size, FLAGS.out)
+  elif FLAGS.format == "hf":
     export.save_hf(params, kwargs, config.input.image_size, FLAGS.out)
   else:
     export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,

@@ -7,8 +7,8 @@ fine-tuning initializes it.
 
 `global_pool='token'` classifies the [CLS] token after the final norm. `global_pool='avg'` is the
 fine-tuning layout of both papers: the mean of the patch tokens, through a fresh `fc_norm`
-(weight 1, bias 0), the pre-trained final norm dropped. A fine-tuned classifier (params with
-`fc_norm` and `head`, see mimjax.models.classifier) exports its own `fc_norm` and head.
+(weight 1, bias 0), the pre-trained final norm dropped. A fine-tuned classifier (params with a
+`head`, see mimjax.models.classifier) exports its own head, and fc_norm or final norm.
 
 `save_timm` writes `model.safetensors` + a timm-style `config.json` (`architecture`, `num_classes`,
 `pretrained_cfg`, `model_args`), so the directory loads with
@@ -72,7 +72,9 @@ def timm_rules(model_kwargs: Mapping[str, Any], image_size: int, num_classes: in
   for i in range(spec.depth):
     table += R.block(f"encoder/transformer/block{i}", f"blocks.{i}", BLOCK)
   if fine_tuned:
-    return table + R.layernorm("fc_norm", "fc_norm") + R.dense("head", "head")
+    if global_pool == "avg":
+      return table + R.layernorm("fc_norm", "fc_norm") + R.dense("head", "head")
+    return table + R.layernorm("encoder/transformer/norm", "norm") + R.dense("head", "head")
   if global_pool == "avg":
     table += [R.rule(("encoder/transformer/norm/scale", "encoder/transformer/norm/bias"), (),
                      "drop"),
@@ -135,8 +137,12 @@ def timm_config(model_kwargs: Mapping[str, Any], image_size: int,
 
 
 def is_classifier(params) -> bool:
-  """Whether `params` are a fine-tuned classifier's (global pool, fc_norm, trained head)."""
-  return "head" in params and "fc_norm" in params
+  """Whether `params` are a fine-tuned classifier's (a trained head; fc_norm if global pool)."""
+  return "head" in params and "encoder" in params
+
+
+def classifier_pool(params) -> str:
+  return "avg" if "fc_norm" in params else "token"
 
 
 def to_timm_state_dict(params, model_kwargs: Mapping[str, Any], image_size: int = 224,
@@ -148,7 +154,8 @@ def to_timm_state_dict(params, model_kwargs: Mapping[str, Any], image_size: int 
   (`num_classes` is then theirs). Values are float32 numpy arrays (`torch.from_numpy` loads them).
   """
   if is_classifier(params):
-    table = timm_rules(model_kwargs, image_size, global_pool="avg", fine_tuned=True)
+    table = timm_rules(model_kwargs, image_size, global_pool=classifier_pool(params),
+                       fine_tuned=True)
     return R.to_torch(table, common.flatten(params), ("encoder", "fc_norm", "head"))
   table = timm_rules(model_kwargs, image_size, num_classes, head_seed, global_pool)
   shapes = common.expected_shapes(model_kwargs, image_size, SCOPE)
@@ -159,7 +166,7 @@ def save_timm(params, model_kwargs: Mapping[str, Any], out_dir: str, num_classes
               image_size: int = 224, head_seed: int = 0, global_pool: str = "token") -> str:
   """Writes `out_dir/model.safetensors` and `out_dir/config.json` for timm; returns `out_dir`."""
   if is_classifier(params):
-    global_pool, num_classes = "avg", int(params["head"]["bias"].shape[0])
+    global_pool, num_classes = classifier_pool(params), int(params["head"]["bias"].shape[0])
   state = to_timm_state_dict(params, model_kwargs, image_size, num_classes, head_seed,
                              global_pool)
   config = timm_config(model_kwargs, image_size, num_classes, global_pool)

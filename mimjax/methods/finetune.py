@@ -18,11 +18,12 @@ class Finetune(base.Method):
   name = "finetune"
   data_kind = "classify"
   batch_keys = ("image", "label")
-  shape_keys = ("model.num_classes",)
+  shape_keys = ("model.num_classes", "model.global_pool")
 
   def add_config(self, c):
     c.model.num_classes = 1000
     c.model.drop_path = 0.1  # the last block's rate (linear from 0 over the blocks)
+    c.model.global_pool = True  # False: the [CLS] token after the final norm (MAE --cls_token)
     c.finetune = dict(
         label_smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
         random_erasing=0.25,
@@ -42,21 +43,22 @@ class Finetune(base.Method):
 
   def build_model(self, c):
     m = c.model
-    return classifier.Classifier(m.variant, m.num_classes, m.drop_path, jnp.dtype(m.dtype),
-                                 m.attention_impl, m.remat)
+    return classifier.Classifier(m.variant, m.num_classes, m.drop_path, m.global_pool,
+                                 jnp.dtype(m.dtype), m.attention_impl, m.remat)
 
   def init_variables(self, c, model, rng, image_size):
     return model.init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
 
   def graft(self, state, loaded, put, source):
-    """The pre-trained encoder (MAE's or LUT's student, or a classifier's); its final norm, if
-    any, is dropped, and fc_norm and the head stay freshly initialized."""
+    """The pre-trained encoder (MAE's or LUT's student, or a classifier's); with global pooling
+    its final norm is dropped; fc_norm and the head stay freshly initialized."""
     from mimjax import config_lib  # pylint: disable=g-import-not-at-top
     if "encoder" not in loaded:
       raise config_lib.ConfigError(
           f"config.init_from: {source} has no encoder (it has {sorted(loaded)})")
     encoder = dict(loaded["encoder"])
-    encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
+    if "norm" not in state["params"]["encoder"]["transformer"]:
+      encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
     shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
     if shapes(encoder) != shapes(state["params"]["encoder"]):
       raise config_lib.ConfigError(

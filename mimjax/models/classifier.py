@@ -4,6 +4,10 @@ As MAE's and LUT's fine-tuning (`models_vit.VisionTransformer(global_pool=True)`
 without its final LayerNorm, the mean of the patch tokens (cls excluded), a fresh LayerNorm
 `fc_norm`, then `head` (weight ~ trunc-normal std 2e-5, bias 0). timm's
 `VisionTransformer(global_pool='avg', fc_norm=True)` is the same model (see export/timm_vit.py).
+
+`global_pool=False` is MAE's `--cls_token` fine-tuning instead: the [CLS] token after the
+encoder's final LayerNorm, no fc_norm (timm's global_pool='token'; Hugging Face's
+`ViTForImageClassification`, which has no other pooling).
 """
 from typing import Optional
 
@@ -20,6 +24,7 @@ class Classifier(nn.Module):
   variant: str = "B/16"
   num_classes: int = 1000
   drop_path: float = 0.1
+  global_pool: bool = True
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
   remat: bool = False
@@ -27,10 +32,13 @@ class Classifier(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     tokens = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat,
-                         final_norm=False, drop_path=self.drop_path, deterministic=not train,
-                         name="encoder")(images)
-    pooled = jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
-    pooled = nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(pooled)
+                         final_norm=not self.global_pool, drop_path=self.drop_path,
+                         deterministic=not train, name="encoder")(images)
+    if self.global_pool:
+      pooled = jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
+      pooled = nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(pooled)
+    else:
+      pooled = tokens[:, 0].astype(jnp.float32)
     # The reference's trunc_normal_(std=2e-5) truncates at +-2 absolute, which never bites: a
     # plain normal is the same distribution.
     head = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(HEAD_STD), name="head")

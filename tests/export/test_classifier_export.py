@@ -1,4 +1,5 @@
-"""timm export in the fine-tuning layout: global average pooling and fc_norm, the final norm dropped."""
+"""Exports in the fine-tuning layout: timm with global average pooling and fc_norm (the final norm
+dropped), fine-tuned classifiers to timm and to Hugging Face ViTForImageClassification."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,17 +52,40 @@ def test_pretrained_encoder_exports_with_fresh_fc_norm(tiny):
   assert _rel(_run(model, images, pre_logits=True), expected) < TOL
 
 
-def test_fine_tuned_classifier_exports_its_head(tiny):
-  kwargs, size, _ = tiny
-  model = classifier_lib.Classifier(kwargs["variant"], num_classes=5, drop_path=0.1)
+def _classifier(kwargs, size, global_pool):
+  """A classifier with every parameter perturbed, so that a swapped or dropped tensor shows."""
+  model = classifier_lib.Classifier(kwargs["variant"], num_classes=5, drop_path=0.1,
+                                    global_pool=global_pool)
   images = np.random.default_rng(1).standard_normal((3, size, size, 3)).astype(np.float32)
   params = model.init(jax.random.key(0), jnp.asarray(images))["params"]
-  # Perturb the fresh fc_norm and head so that a swapped or dropped tensor shows.
   rng = np.random.default_rng(2)
   params = jax.tree_util.tree_map(
       lambda x: np.asarray(x) + 0.1 * rng.standard_normal(x.shape).astype(np.float32), params)
   logits = np.asarray(model.apply({"params": params}, images))  # deterministic: no drop path
+  return params, images, logits
+
+
+@pytest.mark.parametrize("global_pool", [True, False])
+def test_fine_tuned_classifier_exports_to_timm(tiny, global_pool):
+  kwargs, size, _ = tiny
+  params, images, logits = _classifier(kwargs, size, global_pool)
   state = export.to_timm_state_dict(params, kwargs, size)
-  assert state["head.weight"].shape == (5, 32) and "norm.weight" not in state
-  timm_model = _timm(state, export.timm_model_args(kwargs, size, 5, global_pool="avg"))
+  assert state["head.weight"].shape == (5, 32)
+  assert ("norm.weight" in state) != global_pool and ("fc_norm.weight" in state) == global_pool
+  pool = "avg" if global_pool else "token"
+  timm_model = _timm(state, export.timm_model_args(kwargs, size, 5, global_pool=pool))
   assert _rel(_run(timm_model, images), logits) < TOL
+
+
+def test_fine_tuned_classifier_exports_to_hugging_face(tiny, tmp_path):
+  transformers = pytest.importorskip("transformers")
+  kwargs, size, _ = tiny
+  params, images, logits = _classifier(kwargs, size, global_pool=False)
+  export.save_hf_classifier(params, kwargs, size, str(tmp_path))
+  model = transformers.ViTForImageClassification.from_pretrained(str(tmp_path)).eval()
+  with torch.no_grad():
+    theirs = model(pixel_values=torch.from_numpy(images.transpose(0, 3, 1, 2))).logits.numpy()
+  assert _rel(theirs, logits) < TOL
+  pooled, _, _ = _classifier(kwargs, size, global_pool=True)
+  with pytest.raises(export.ConversionError, match="global_pool=False"):
+    export.save_hf_classifier(pooled, kwargs, size, str(tmp_path / "pooled"))
