@@ -146,11 +146,13 @@ def make_visualize(config, model):
 # ---------------------------------------------------------------------------------------------
 def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   """Resume order: the workdir's latest checkpoint -> `config.init_from` -> scratch."""
-  latest = ckpt.latest_step()
-  if latest is not None:
-    config_lib.check_resumable(ckpt.config(latest), config, checkpoint.checkpoint_dir(workdir))
-    print(f"Resuming from {checkpoint.checkpoint_dir(workdir)} at step {latest}", flush=True)
-    return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings))
+  where = checkpoint.checkpoint_dir(workdir)
+  resumed = checkpoint.restore_newest_intact(
+      ckpt, checkpoint.abstract_with_shardings(abstract, shardings),
+      check_config=lambda saved: config_lib.check_resumable(saved, config, where))
+  if resumed is not None:
+    print(f"Resuming from {where} at step {resumed[0]}", flush=True)
+    return resumed[2]
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   if config.init_from:
     from mimjax import api  # local: only this path needs the exporters
