@@ -21,6 +21,7 @@ from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
+from mimjax import workdir_lock
 from mimjax.models import lut
 from mimjax.models import masking
 from mimjax.models import vit
@@ -221,6 +222,19 @@ class _Termination:
 def train(config: ml_collections.ConfigDict, workdir: str):
   """Pre-trains per `config` in `workdir`; returns the final state."""
   config_lib.validate(config, jax.process_count(), jax.device_count())
+  with workdir_lock.hold(workdir):  # one run per workdir
+    try:
+      return _train(config, workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, errors.UserError) or not errors.is_out_of_space(e):
+        raise
+      # A metrics or TensorBoard write met the full disk (checkpoint saves say so themselves).
+      raise errors.StorageFullError(
+          f"no space left on the device under {workdir} ({errors.one_line(e)[:200]}): free "
+          "space and start again; the run resumes from its newest complete checkpoint") from e
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str):
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   is_main = jax.process_index() == 0
 
