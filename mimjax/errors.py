@@ -160,11 +160,8 @@ def flags_parser(prog: str):
 
 
 def _is_config_flag(flag) -> bool:
-  try:
-    from ml_collections import config_flags
-  except ImportError:
-    return False
-  return config_flags.is_config_flag(flag) and hasattr(flag, "config_filename")
+  """Whether `flag` is an ml_collections config-file flag (only those name a file)."""
+  return hasattr(type(flag), "config_filename")
 
 
 def _exit(prog, error, line, argv):
