@@ -140,6 +140,8 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
          f"{size} is not divisible by the patch size {spec.patch} of {c.model.variant}")
   _check(spec.width % spec.heads == 0 and spec.width % 4 == 0, "model.variant",
          "width must be divisible by the heads and by 4")
+  for key in ("decoder_width", "decoder_depth", "decoder_heads"):
+    _check(c.model[key] >= 1, f"model.{key}", f"{c.model[key]} must be >= 1")
   _check(c.model.decoder_width % c.model.decoder_heads == 0 and c.model.decoder_width % 4 == 0,
          "model.decoder_width", "must be divisible by model.decoder_heads and by 4")
   _check(c.model.dtype in DTYPES, "model.dtype", f"{c.model.dtype!r} is not one of {DTYPES}")
@@ -166,6 +168,13 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
          f"data x fsdp = {dp} x {fsdp} must equal the {num_devices} devices (or use data=-1)")
   for key in ("log_every_steps", "ckpt_every_steps", "keep_checkpoints"):
     _check(c[key] >= 1, key, "must be >= 1")
+  _check(c.seed >= 0, "seed", f"{c.seed} must be >= 0")
+  _check(c.image_every_steps >= 0, "image_every_steps", "must be >= 0 (0 = never)")
+  _check(c.mesh.fsdp_min_size >= 0, "mesh.fsdp_min_size", "must be >= 0")
+  if c.input.get("cache_dir"):
+    _check(_creatable(c.input.cache_dir), "input.cache_dir",
+           f"{c.input.cache_dir!r} cannot be created: give a writable directory (or '' for "
+           "$MIMJAX_CACHE_DIR or ~/.cache/mimjax)")
   o = c.optim
   _check(o.lr_rule in LR_RULES, "optim.lr_rule", f"{o.lr_rule!r} is not one of {LR_RULES}")
   for key in ("base_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
@@ -190,6 +199,16 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
     if "config.input." not in message:
       message = f"config.input: {message}"
     raise ConfigError(message) from None
+
+
+def _creatable(path: str) -> bool:
+  """Whether a local directory exists or could be made (URLs are left to the storage layer)."""
+  if "://" in path:
+    return True
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK) and not path.startswith("/proc")
 
 
 def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:

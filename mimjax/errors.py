@@ -132,13 +132,14 @@ def _config_file_traceback_line(error: BaseException) -> str | None:
           f"(line {frame.lineno}); run with --verbose for the traceback")
 
 
-def flags_parser(prog: str):
+def flags_parser(prog: str, flag_values=None):
   """An absl `flags_parser` for `app.run`: flag and config-file mistakes exit in one line."""
   from absl import flags
+  flag_values = flags.FLAGS if flag_values is None else flag_values
 
   def parse(argv):
     try:
-      remaining = flags.FLAGS(argv)
+      remaining = flag_values(argv)
     except (flags.Error, UserError, KeyError, AttributeError, TypeError, ValueError) as e:
       # absl and ml_collections report a bad flag, override or config argument this way.
       _exit(prog, e, _config_file_traceback_line(e) or _parse_error_message(e), argv)
@@ -148,8 +149,8 @@ def flags_parser(prog: str):
       if line is None:
         raise
       _exit(prog, e, line, argv)
-    for name in list(flags.FLAGS):
-      flag = flags.FLAGS[name]
+    for name in list(flag_values):
+      flag = flag_values[name]
       if _is_config_flag(flag) and flag.present:
         problem = _config_file_problem(flag)
         if problem:
