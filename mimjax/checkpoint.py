@@ -9,13 +9,22 @@ import json
 import logging
 import os
 
+from etils import epath
 import jax
+import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
+import mimjax
 from mimjax import errors
 
 SUBDIR = "checkpoints"
+DAMAGED_SUBDIR = "checkpoints_damaged"  # damaged checkpoints are moved here, never deleted
+# The layout of what a checkpoint saves; raise it when that changes, and keep reading old ones.
+# 1: items `state`, `config` and `meta` (this version, the writer's version, array checksums).
+FORMAT_VERSION = 1
 
 
 class _DropReadOnlyNotice(logging.Filter):
@@ -32,6 +41,14 @@ class CheckpointError(errors.UserError, ValueError):
   """A checkpoint directory that cannot be used; the message says what and how to fix it."""
 
 
+class DamagedCheckpointError(CheckpointError):
+  """A committed checkpoint whose files no longer restore (truncated, overwritten, missing)."""
+
+
+class FutureFormatError(CheckpointError):
+  """A checkpoint written by a newer mimjax, in a format this version does not know."""
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), SUBDIR)
 
@@ -41,6 +58,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     directory = checkpoint_dir(workdir)
+    self._directory = directory
     if read_only and not os.path.isdir(directory):
       self._manager = None
       return
@@ -61,22 +79,34 @@ class Checkpointer:
 
   def save(self, step: int, state, config: ml_collections.ConfigDict):
     """Starts an asynchronous save; returns at once (the device arrays are copied first)."""
+    meta = dict(format_version=FORMAT_VERSION, mimjax_version=mimjax.__version__,
+                checksums=fingerprint(state))
     # force: the trainer decides when to save, not orbax's interval policy.
-    self._manager.save(step, force=True, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(json.loads(config.to_json()))))
+    with _out_of_space_as_error(self, step):
+      self._manager.save(step, force=True, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          config=ocp.args.JsonSave(json.loads(config.to_json())),
+          meta=ocp.args.JsonSave(meta)))
+    self._saving = step
 
   def restore(self, step: int, abstract_state):
     """Restores into the shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
     self._require(step)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))
+    meta = self.meta(step)
+    with _damage_as_error(self, step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))
+    if meta.get("checksums") is not None:
+      verify(restored.state, meta["checksums"], self.step_dir(step))
     return restored.state
 
   def config(self, step: int) -> ml_collections.ConfigDict:
     self._require(step)
-    restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-    return ml_collections.ConfigDict(restored.config)
+    self.meta(step)  # refuses a future format before reading anything else
+    with _damage_as_error(self, step):
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          config=ocp.args.JsonRestore()))
+      return ml_collections.ConfigDict(restored.config)
 
   def _require(self, step: int):
     if step not in self.all_steps():
@@ -85,13 +115,170 @@ class Checkpointer:
 
   def wait(self):
     if self._manager:
-      self._manager.wait_until_finished()
+      with _out_of_space_as_error(self, getattr(self, "_saving", None)):
+        self._manager.wait_until_finished()
 
   def close(self):
     if self._manager:
-      self._manager.close()
+      try:
+        self._manager.close()
+      except Exception as e:  # pylint: disable=broad-except
+        if not errors.is_out_of_space(e):  # already reported by `wait` or `save`
+          raise
+
+  # Integrity, format versions and damaged checkpoints (see the section below).
+  def step_dir(self, step: int) -> epath.Path:
+    return epath.Path(self._directory) / str(step)
+
+  def meta(self, step: int) -> dict:
+    return read_meta(self.step_dir(step))
+
+  def reload(self):
+    if self._manager:
+      self._manager.reload()
 
 
 def abstract_with_shardings(abstract_state, shardings):
   return jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integrity: per-array checksums saved with the state and verified after each restore (orbax
+# itself restores overwritten bytes silently), format versions, and damaged checkpoints moved
+# aside so that a resume falls back to the newest intact one.
+# ---------------------------------------------------------------------------------------------
+def _bits(x: jax.Array) -> jax.Array:
+  """The raw bits of `x` as uint32 (one per element)."""
+  if x.dtype == jnp.bool_:
+    return x.astype(jnp.uint32)
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _checksums(leaves):
+  """(sum, position-weighted sum) of every leaf's bits, both modulo 2**32."""
+  out = []
+  for x in leaves:
+    bits = _bits(x).ravel()
+    position = jnp.arange(1, bits.size + 1, dtype=jnp.uint32)
+    out.append(jnp.stack([bits.sum(dtype=jnp.uint32), (bits * position).sum(dtype=jnp.uint32)]))
+  return out
+
+
+def fingerprint(state) -> dict[str, list[int]]:
+  """{array path: [two 32-bit checksums]}: changes when any byte of any array does."""
+  paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(state)[0])
+  sums = jax.device_get(_checksums(list(leaves)))
+  return {jax.tree_util.keystr(p): [int(v) for v in np.asarray(s)] for p, s in zip(paths, sums)}
+
+
+def verify(state, expected: dict[str, list[int]], where) -> None:
+  """Raises DamagedCheckpointError naming the arrays whose contents differ from the saved sums."""
+  actual = fingerprint(state)
+  bad = sorted(k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k))
+  if bad:
+    raise DamagedCheckpointError(
+        f"checkpoint {where} is damaged: {len(bad)} array(s) do not match the checksums saved "
+        f"with them ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
+
+def read_meta(step_dir: epath.Path) -> dict:
+  """The `meta` item of a checkpoint ({} for one written before format versions existed)."""
+  path = epath.Path(step_dir) / "meta" / "metadata"
+  if not path.exists():
+    return {}
+  try:
+    meta = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise DamagedCheckpointError(
+        f"checkpoint {step_dir} is damaged: its meta/metadata does not read ({e})") from e
+  version = meta.get("format_version")
+  if not isinstance(version, int) or version > FORMAT_VERSION:
+    raise FutureFormatError(
+        f"checkpoint {step_dir} has format version {version}, written by mimjax "
+        f"{meta.get('mimjax_version', '(unknown version)')}; this mimjax {mimjax.__version__} "
+        f"reads format versions up to {FORMAT_VERSION}: use that mimjax version or newer")
+  return meta
+
+
+class _damage_as_error:
+  """Turns any failure to read a committed checkpoint into a DamagedCheckpointError."""
+
+  def __init__(self, ckpt, step):
+    self._where = ckpt.step_dir(step)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if error is None or isinstance(error, errors.UserError) or not isinstance(error, Exception):
+      return False
+    reason = errors.one_line(f"{type(error).__name__}: {error}")[:300]
+    raise DamagedCheckpointError(f"checkpoint {self._where} is damaged: {reason}") from error
+
+
+class _out_of_space_as_error:
+  """Turns a save that failed for lack of space into one clear StorageFullError."""
+
+  def __init__(self, ckpt, step):
+    self._ckpt, self._step = ckpt, step
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if error is None or not errors.is_out_of_space(error):
+      return False
+    steps = self._ckpt.all_steps()
+    intact = [s for s in steps if s != self._step]
+    kept = (f"the newest complete checkpoint, step {max(intact)}, is intact and the next start "
+            "resumes from it" if intact else "no earlier checkpoint exists")
+    raise StorageFullError(
+        f"no space left on the device while saving checkpoint step {self._step} to "
+        f"{self._ckpt._directory}: free space (or raise the quota) and start again; {kept}"
+    ) from error
+
+
+class StorageFullError(errors.StorageFullError, CheckpointError):
+  """A checkpoint save that failed because the disk or quota is full."""
+
+
+def move_aside(ckpt: "Checkpointer", step: int) -> epath.Path:
+  """Moves checkpoint `step` to WORKDIR/checkpoints_damaged/ (process 0); returns where."""
+  source = ckpt.step_dir(step)
+  target_dir = source.parent.parent / DAMAGED_SUBDIR
+  target = target_dir / str(step)
+  n = 1
+  while target.exists():
+    target, n = target_dir / f"{step}.{n}", n + 1
+  if jax.process_index() == 0:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"mimjax_move_aside_{step}")
+  ckpt.reload()
+  return target
+
+
+def restore_newest_intact(ckpt: "Checkpointer", abstract_state, check_config=None, log=print):
+  """(step, config, state) of the newest checkpoint that restores completely, or None.
+
+  Each newer checkpoint that fails is named in one line with the reason and moved aside.
+  `check_config(config)` may raise to refuse a checkpoint for another reason (a changed model):
+  that error propagates and nothing is moved.
+  """
+  for step in sorted(ckpt.all_steps(), reverse=True):
+    try:
+      config = ckpt.config(step)
+      if check_config is not None:
+        check_config(config)
+      state = ckpt.restore(step, abstract_state)
+      return step, config, state
+    except DamagedCheckpointError as e:
+      target = move_aside(ckpt, step)
+      if jax.process_index() == 0:
+        log(f"Skipping checkpoint step {step}: {errors.one_line(e)}; moved it to {target}",
+            flush=True)
+  return None

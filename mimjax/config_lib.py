@@ -135,6 +135,13 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
          f"data x fsdp = {dp} x {fsdp} must equal the {num_devices} devices (or use data=-1)")
   for key in ("log_every_steps", "ckpt_every_steps", "keep_checkpoints"):
     _check(c[key] >= 1, key, "must be >= 1")
+  _check(c.seed >= 0, "seed", f"{c.seed} must be >= 0")
+  _check(c.image_every_steps >= 0, "image_every_steps", "must be >= 0 (0 = never)")
+  _check(c.mesh.fsdp_min_size >= 0, "mesh.fsdp_min_size", "must be >= 0")
+  if c.input.get("cache_dir"):
+    _check(_creatable(c.input.cache_dir), "input.cache_dir",
+           f"{c.input.cache_dir!r} cannot be created: give a writable directory (or '' for "
+           "$MIMJAX_CACHE_DIR or ~/.cache/mimjax)")
   o = c.optim
   _check(o.lr_rule in LR_RULES, "optim.lr_rule", f"{o.lr_rule!r} is not one of {LR_RULES}")
   for key in ("base_lr", "min_lr", "weight_decay", "warmup_epochs", "grad_clip_norm"):
@@ -157,6 +164,16 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
     if "config.input." not in message:
       message = f"config.input: {message}"
     raise ConfigError(message) from None
+
+
+def _creatable(path: str) -> bool:
+  """Whether a local directory exists or could be made (URLs are left to the storage layer)."""
+  if "://" in path:
+    return True
+  path = os.path.abspath(path)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK) and not path.startswith("/proc")
 
 
 def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:

@@ -9,7 +9,6 @@ then finds the coordinator, the process count and this process's index from the 
 Elsewhere name them: --distributed --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 import os
-import sys
 
 # TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,6 +18,8 @@ from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
+from mimjax import errors
+
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and metrics go.")
@@ -27,6 +28,7 @@ flags.DEFINE_string("coordinator_address", None, "With --distributed, where no c
                     "environment says it: HOST:PORT of process 0.")
 flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
+errors.define_verbose_flag()
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -38,7 +40,6 @@ def run(argv):
     logging.set_verbosity(logging.WARNING)
   import jax  # after flag parsing, so --help is fast
 
-  from mimjax import errors
   from mimjax import train
 
   if FLAGS.distributed:
@@ -46,19 +47,8 @@ def run(argv):
   errors.exit_on_user_error("mimjax-train", train.train, FLAGS.config, FLAGS.workdir)
 
 
-def _parse_flags(argv):
-  """absl parsing, with config override mistakes (a misspelt key, a wrong type) as one line."""
-  try:
-    return FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-    while isinstance(e, BaseException) and e.args:  # ml_collections nests the KeyError
-      e = e.args[0]
-    print(f"mimjax-train: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main():
-  app.run(run, flags_parser=_parse_flags)
+  app.run(run, flags_parser=errors.flags_parser("mimjax-train"))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,19 @@ def restore_state(workdir: str, step: int | None = None):
   if step is None:
     raise checkpoint.CheckpointError(
         f"{checkpoint.checkpoint_dir(workdir)} holds no complete checkpoint: train first, "
-        "or point to a workdir that has one")
+        "or point to a training workdir that has one")
+  try:
+    return _restore_step(ckpt, step)
+  except checkpoint.DamagedCheckpointError as e:
+    others = [s for s in ckpt.all_steps() if s != step]
+    raise checkpoint.DamagedCheckpointError(
+        f"{e}. Use another step ({others or 'none is left'}), or resume training in that "
+        "workdir, which moves damaged checkpoints aside") from e
+  finally:
+    ckpt.close()
+
+
+def _restore_step(ckpt, step: int):
   config = ckpt.config(step)
   model = build_model(config)
   abstract = jax.eval_shape(init_fn(config, model, shape_only_optimizer(config)),
@@ -64,5 +76,4 @@ def restore_state(workdir: str, step: int | None = None):
   target = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
   state = ckpt.restore(step, target)
-  ckpt.close()
   return config, step, state

@@ -24,6 +24,7 @@ from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
+from mimjax import workdir_lock
 from mimjax.models import masking
 from mimjax.models import vit
 
@@ -122,11 +123,13 @@ def make_visualize(config, model):
 # ---------------------------------------------------------------------------------------------
 def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   """Resume order: the workdir's latest checkpoint -> `config.init_from` -> scratch."""
-  latest = ckpt.latest_step()
-  if latest is not None:
-    config_lib.check_resumable(ckpt.config(latest), config, checkpoint.checkpoint_dir(workdir))
-    print(f"Resuming from {checkpoint.checkpoint_dir(workdir)} at step {latest}", flush=True)
-    return ckpt.restore(latest, checkpoint.abstract_with_shardings(abstract, shardings))
+  where = checkpoint.checkpoint_dir(workdir)
+  resumed = checkpoint.restore_newest_intact(
+      ckpt, checkpoint.abstract_with_shardings(abstract, shardings),
+      check_config=lambda saved: config_lib.check_resumable(saved, config, where))
+  if resumed is not None:
+    print(f"Resuming from {where} at step {resumed[0]}", flush=True)
+    return resumed[2]
   state = jax.jit(init, out_shardings=shardings)(jax.random.key(config.seed))
   if config.init_from:
     from mimjax import api  # local: only this path needs the exporters
@@ -173,6 +176,19 @@ class _Termination:
 def train(config: ml_collections.ConfigDict, workdir: str):
   """Pre-trains per `config` in `workdir`; returns the final state."""
   config_lib.validate(config, jax.process_count(), jax.device_count())
+  with workdir_lock.hold(workdir):  # one run per workdir
+    try:
+      return _train(config, workdir)
+    except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, errors.UserError) or not errors.is_out_of_space(e):
+        raise
+      # A metrics or TensorBoard write met the full disk (checkpoint saves say so themselves).
+      raise errors.StorageFullError(
+          f"no space left on the device under {workdir} ({errors.one_line(e)[:200]}): free "
+          "space and start again; the run resumes from its newest complete checkpoint") from e
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str):
   method = methods.get(config.method)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   is_main = jax.process_index() == 0

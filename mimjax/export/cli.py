@@ -20,6 +20,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import logging
 from absl import flags
+from etils import epath
+
+from mimjax import errors
 
 flags.DEFINE_string("workdir", None, "A training workdir (holds checkpoints/).")
 flags.DEFINE_integer("step", None, "The checkpoint step to export; default: the latest.")
@@ -29,8 +32,10 @@ flags.DEFINE_integer("num_classes", 0, "timm only: add a freshly initialized hea
 flags.DEFINE_enum("global_pool", "token", ["token", "avg"],
                   "timm only: 'avg' is the fine-tuning layout (patch mean, fresh fc_norm, the "
                   "final norm dropped); a fine-tuned classifier is always exported so.")
+errors.define_verbose_flag()
 flags.mark_flags_as_required(["workdir", "format", "out"])
 FLAGS = flags.FLAGS
+PROG = "mimjax-export"
 
 
 def run(argv):
@@ -38,28 +43,41 @@ def run(argv):
   if not FLAGS["verbosity"].present:
     # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
     logging.set_verbosity(logging.WARNING)
-  from mimjax import errors
+  errors.exit_on_user_error(PROG, export_workdir, FLAGS.workdir, FLAGS.step, FLAGS.format,
+                            FLAGS.out, FLAGS.num_classes, FLAGS.global_pool)
+
+
+def export_workdir(workdir: str, step: int | None, fmt: str, out: str, num_classes: int = 0,
+                   global_pool: str = "token"):
+  """Writes `step` (default: the latest) of `workdir` as `fmt` ('hf' or 'timm') into `out`."""
   from mimjax import export
   from mimjax import state as state_lib
 
-  config, step, state = errors.exit_on_user_error(
-      "mimjax-export", state_lib.restore_state, FLAGS.workdir, FLAGS.step)
+  config, step, state = state_lib.restore_state(workdir, step)
+  _make_output_dir(out)
   kwargs = state_lib.model_kwargs(config)
   params = state["params"]
-  if FLAGS.format == "hf" and export.timm_vit.is_classifier(params):
-    errors.exit_on_user_error("mimjax-export", export.save_hf_classifier, params, kwargs,
-                              config.input.image_size, FLAGS.out)
-  elif FLAGS.format == "hf":
-    export.save_hf(params, kwargs, config.input.image_size, FLAGS.out)
+  if fmt == "hf" and export.timm_vit.is_classifier(params):
+    export.save_hf_classifier(params, kwargs, config.input.image_size, out)
+  elif fmt == "hf":
+    export.save_hf(params, kwargs, config.input.image_size, out)
   else:
-    export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,
-                     image_size=config.input.image_size, global_pool=FLAGS.global_pool)
-  print(f"Exported step {step} of {os.path.abspath(FLAGS.workdir)} ({FLAGS.format}) to "
-        f"{os.path.abspath(FLAGS.out)}: {sorted(os.listdir(FLAGS.out))}", flush=True)
+    export.save_timm(params, kwargs, out, num_classes=num_classes,
+                     image_size=config.input.image_size, global_pool=global_pool)
+  print(f"Exported step {step} of {os.path.abspath(workdir)} ({fmt}) to "
+        f"{os.path.abspath(out)}: {sorted(os.listdir(out))}", flush=True)
+
+
+def _make_output_dir(out: str):
+  try:
+    epath.Path(out).mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise errors.UserError(f"--out: cannot create the directory {out!r} ({e.strerror}): "
+                           "choose a writable location") from e
 
 
 def main():
-  app.run(run)
+  app.run(run, flags_parser=errors.flags_parser(PROG))
 
 
 if __name__ == "__main__":

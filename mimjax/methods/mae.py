@@ -22,6 +22,8 @@ def add_mim_config(c: ml_collections.ConfigDict) -> None:
 def validate_mim(c, check) -> None:
   ratio = c.model.mask_ratio
   check(0 < ratio < 1, "model.mask_ratio", f"{ratio} must lie in (0, 1), e.g. 0.75")
+  for key in ("decoder_width", "decoder_depth", "decoder_heads"):
+    check(c.model[key] >= 1, f"model.{key}", f"{c.model[key]} must be >= 1")
   check(c.model.decoder_width % c.model.decoder_heads == 0 and c.model.decoder_width % 4 == 0,
         "model.decoder_width", "must be divisible by model.decoder_heads and by 4")
   spec = vit.decode_variant(c.model.variant)

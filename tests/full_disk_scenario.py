@@ -1,0 +1,52 @@
+"""A run whose checkpoint save meets a full disk, then a restart once space is free.
+
+Run by tests/test_full_disk.py inside a private mount namespace, on a tmpfs mounted at argv[1]
+with room for one checkpoint of the tiny model but not two; the restart first grows the tmpfs
+(the space an operator frees). Prints one JSON object with what happened.
+"""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+
+from mimjax import checkpoint
+from mimjax import errors
+from mimjax import state as state_lib
+from mimjax import train
+from tests import trainer_utils as tu
+
+RUN = {"total_steps": 4, "ckpt_every_steps": 2}
+ROOMY = "16m"
+
+
+def main(mount: str):
+  workdir = os.path.join(mount, "workdir")
+  # The restart compiles the same step again: keep the executables out of the tmpfs, on disk.
+  jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp())
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  result = {}
+  try:
+    train.train(tu.tiny_config("mae", **RUN), workdir)
+    result["error"] = None
+  except errors.StorageFullError as e:
+    result["error"] = errors.one_line(e)
+  result["steps_after_failure"] = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+  _, step, _ = state_lib.restore_state(workdir)  # verifies every array's checksum
+  result["intact_step"] = step
+  subprocess.run(["mount", "-o", f"remount,size={ROOMY}", mount], check=True)
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    train.train(tu.tiny_config("mae", **RUN), workdir)
+  result["restart_stdout"] = out.getvalue()
+  result["steps_after_restart"] = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
+  result["losses"] = tu.losses(workdir)
+  print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1])
