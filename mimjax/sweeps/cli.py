@@ -45,8 +45,9 @@ PROG = "mimjax-sweep"
 
 
 def _launch(argv: list[str]):
-  # Imported here: the config machinery pulls in JAX and TensorFlow, --help should not wait.
-  from mimjax.sweeps import launch
+  # Imported here: the config machinery pulls in JAX and TensorFlow, which --help and
+  # --report do without.
+  from mimjax.sweeps import trials
   if FLAGS.report:
     from mimjax.sweeps import report
     print(report.write(FLAGS.report))
@@ -54,8 +55,9 @@ def _launch(argv: list[str]):
     return 0
   missing = [f"--{name}" for name in ("config", "sweep", "root") if not FLAGS[name].value]
   if missing:
-    raise launch.SweepError(f"{' '.join(missing)} missing: give --config, --sweep and --root "
+    raise trials.SweepError(f"{' '.join(missing)} missing: give --config, --sweep and --root "
                             "(or --report ROOT)")
+  from mimjax.sweeps import launch
   from mimjax.sweeps import slurm
   options = slurm.Options(
       nodes=FLAGS.slurm_nodes, gpus_per_node=FLAGS.slurm_gpus_per_node,

@@ -7,9 +7,10 @@ from typing import Any
 
 from etils import epath
 
-from mimjax import checkpoint
-from mimjax import metrics as metrics_lib
-
+# mimjax.CHECKPOINT_SUBDIR and mimjax.metrics.JSONL, not imported: they pull in orbax and
+# TensorFlow, and a report should not wait for them (tests/sweep checks that they agree).
+CHECKPOINT_SUBDIR = "checkpoints"
+METRICS_FILE = "metrics.jsonl"
 STATUS_DIR = "status"
 # Orbax marks a finished checkpoint on object stores with this file (it renames a temporary
 # directory elsewhere, so there a bare step directory is already complete).
@@ -33,7 +34,7 @@ def _is_object_store(path: epath.Path) -> bool:
 
 def checkpoint_steps(workdir: str) -> list[int]:
   """The steps of the workdir's complete checkpoints, ascending."""
-  directory = epath.Path(workdir) / checkpoint.SUBDIR
+  directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
   if not directory.exists():
     return []
   steps = []
@@ -46,7 +47,7 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
   """metrics.jsonl as dicts; a line being written (not yet whole) is left out."""
-  p = epath.Path(workdir) / metrics_lib.JSONL
+  p = epath.Path(workdir) / METRICS_FILE
   if not p.exists():
     return []
   rows = []

@@ -117,7 +117,7 @@ def _colours(rows: list[Row]):
       lo, hi = min(values), max(values)
       norm = (colors.LogNorm(lo, hi) if lo > 0 and hi / lo >= 10 else colors.Normalize(lo, hi))
       cmap = matplotlib.colormaps["viridis"]
-      return key, [cmap(0.9 * norm(v)) for v in values], cm.ScalarMappable(norm, cmap)
+      return key, [cmap(norm(v)) for v in values], cm.ScalarMappable(norm, cmap)
     distinct = list(dict.fromkeys(repr(v) for v in values))
     palette = matplotlib.colormaps["tab10"]
     return key, [palette(distinct.index(repr(v)) % 10) for v in values], None
@@ -143,7 +143,8 @@ def png_bytes(rows: list[Row]) -> bytes:
   panels = ["loss", *eval_keys(rows)]
   colour_key, colours, mappable = _colours(rows)
   styles = _line_styles(rows, colour_key)
-  fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False,
+                           layout="constrained")
   for ax, key in zip(axes[0], panels):
     for row, colour, style in zip(rows, colours, styles):
       steps, values = row.curve(key)
@@ -157,7 +158,9 @@ def png_bytes(rows: list[Row]) -> bytes:
   axes[0][0].legend(fontsize=7)
   if mappable is not None:
     fig.colorbar(mappable, ax=axes[0].tolist(), label=colour_key)
-  fig.suptitle(f"{len(rows)} trials" + (f", coloured by {colour_key}" if colour_key else ""))
+  styled = [k for k in swept_keys(rows) if k != colour_key]
+  fig.suptitle(f"{len(rows)} trials" + (f", colour: {colour_key}" if colour_key else "") +
+               (f", line style: {', '.join(styled)}" if styled and len(set(styles)) > 1 else ""))
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)

@@ -147,15 +147,16 @@ def set_override(config: ml_collections.ConfigDict, key: str, value: Any):
     raise SweepError(f"config.{key} is a section, not a value: sweep its keys (config.{key}.NAME)")
   if value is None and current is not None:
     raise SweepError(f"config.{key}=None: the key holds a {type(current).__name__}")
+  wrong_type = SweepError(
+      f"config.{key}={value!r}: {type(value).__name__} given where the config holds "
+      f"{type(current).__name__ if current is not None else 'a typed placeholder'}"
+      f"{f' ({current!r})' if current is not None else ''}")
   if isinstance(value, bool) != isinstance(current, bool) and current is not None:
-    raise SweepError(f"config.{key}={value!r}: a {type(value).__name__} where the config holds a "
-                     f"{type(current).__name__} ({current!r})")
+    raise wrong_type
   try:
     target[leaf] = value
-  except (TypeError, ValueError) as e:
-    raise SweepError(f"config.{key}={value!r}: a {type(value).__name__} where the config holds "
-                     f"a {type(current).__name__ if current is not None else 'typed placeholder'}"
-                     f" ({' '.join(str(e).split())})") from None
+  except (TypeError, ValueError):
+    raise wrong_type from None
 
 
 def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
