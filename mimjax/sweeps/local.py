@@ -112,7 +112,7 @@ def run(root: str, jobs: list[tuple[str, list[str]]], devices: Devices, parallel
                                 stderr=subprocess.STDOUT if piped else None)
         if piped:
           threading.Thread(target=_pump, args=(proc.stdout, name), daemon=True).start()
-        progress.mark(root, name, progress.RUNNING)
+        progress.mark(root, name, progress.RUNNING, pid=proc.pid)
         running[name] = (proc, slot)
       for name, (proc, slot) in list(running.items()):
         if proc.poll() is not None:

@@ -2,6 +2,8 @@
 launcher's status marker: safe to call while the trials run, on local or gs:// roots."""
 import dataclasses
 import json
+import os
+import socket
 import time
 from typing import Any
 
@@ -65,11 +67,31 @@ def _marker(root: str, name: str) -> epath.Path:
   return epath.Path(root) / STATUS_DIR / f"{name}.json"
 
 
-def mark(root: str, name: str, state: str, returncode: int | None = None):
-  """Records what the launcher knows: a trial started (RUNNING) or ended (DONE, FAILED)."""
+def mark(root: str, name: str, state: str, returncode: int | None = None,
+         pid: int | None = None):
+  """Records what the launcher knows: a trial started (RUNNING, with the trainer's pid) or
+  ended (DONE, FAILED, with its exit status)."""
   p = _marker(root, name)
   p.parent.mkdir(parents=True, exist_ok=True)
-  p.write_text(json.dumps({"state": state, "returncode": returncode, "time": time.time()}))
+  p.write_text(json.dumps({"state": state, "returncode": returncode, "pid": pid,
+                           "host": socket.gethostname(), "time": time.time()}))
+
+
+def _alive(marker: dict[str, Any]) -> bool:
+  """False when the marker's trainer ran on this host and is gone (its launcher was killed)."""
+  if marker.get("host") != socket.gethostname() or not marker.get("pid"):
+    return True  # another host's process: trust the marker
+  try:
+    os.kill(marker["pid"], 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  try:  # a killed process nobody has reaped yet is a zombie: gone all the same
+    with open(f"/proc/{marker['pid']}/stat") as f:
+      return f.read().rpartition(")")[2].split()[0] != "Z"
+  except OSError:
+    return True
 
 
 def _read_marker(root: str, name: str) -> dict[str, Any]:
@@ -92,7 +114,7 @@ def progress(root: str, entry: dict[str, Any]) -> Progress:
     status = DONE
   elif marker.get("state") == FAILED:
     status = FAILED
-  elif marker.get("state") == RUNNING:
+  elif marker.get("state") == RUNNING and _alive(marker):
     status = RUNNING
   elif ckpts or rows:
     status = STOPPED
