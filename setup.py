@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "scikit-image",  # real photos for the bundled offline dataset
     "scikit-learn",
+    "matplotlib",  # sweep reports (report.png, Agg backend)
 ]
 
 EXTRAS_REQUIRE = {
@@ -39,5 +40,6 @@ setuptools.setup(
     entry_points={"console_scripts": [
         "mimjax-train = mimjax.main:main",
         "mimjax-export = mimjax.export.cli:main",
+        "mimjax-sweep = mimjax.sweeps.cli:main",
     ]},
 )

@@ -1,0 +1,10 @@
+r"""Runs a config sweep (see mimjax/sweeps/cli.py): the same command as mimjax-sweep.
+
+  python launch/sweep.py --config configs/mae.py:demo --sweep configs/sweeps/mae_demo.py \
+      --root workdirs/mae_sweep
+  python launch/sweep.py --report workdirs/mae_sweep
+"""
+from mimjax.sweeps import cli
+
+if __name__ == "__main__":
+  cli.main()
