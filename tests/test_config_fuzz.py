@@ -16,7 +16,7 @@ from mimjax import config_lib
 from mimjax import errors
 from tests import trainer_utils as tu
 
-METHODS = ("mae", "lut")
+METHODS = ("mae", "lut", "finetune")
 
 # key -> (a value outside the key's range or domain, extra overrides that make it matter[, what
 # the refusal must say when not `config.KEY`]).
@@ -48,6 +48,18 @@ RANGES = {
     "model.attention_impl": ("flash", {}),
     "model.head_hidden": ("0", {}),
     "optim.base_lr": ("-1.0", {}),
+    "optim.min_lr": ("-1.0", {}),
+    "model.num_classes": ("1", {}),
+    "model.drop_path": ("1.0", {}),
+    "finetune.label_smoothing": ("1.0", {}),
+    "finetune.mixup": ("-0.5", {}),
+    "finetune.cutmix": ("-0.5", {}),
+    "finetune.mixup_prob": ("1.5", {}),
+    "finetune.mixup_switch_prob": ("-0.5", {}),
+    "finetune.random_erasing": ("1.5", {}),
+    "finetune.eval_every_steps": ("0", {}),
+    "finetune.val_split": ("no_such_split[", {}),
+    "optim.layer_decay": ("1.5", {}),
     "optim.lr_rule": ("cubic", {}),
     "optim.warmup_epochs": ("-1", {}),
     "optim.b1": ("1.0", {}),

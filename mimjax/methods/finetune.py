@@ -40,6 +40,11 @@ class Finetune(base.Method):
     for key in ("mixup_prob", "mixup_switch_prob", "random_erasing"):
       check(0 <= f[key] <= 1, f"finetune.{key}", "a probability must lie in [0, 1]")
     check(f.eval_every_steps >= 1, "finetune.eval_every_steps", "must be >= 1")
+    if f.val_split and _readable(c.input):  # an unreadable input is named by the library's check
+      try:
+        data.validate_config(c.input, split=f.val_split)
+      except ValueError as e:
+        check(False, "finetune.val_split", f"{f.val_split!r} cannot be read: {e}")
 
   def build_model(self, c):
     m = c.model
@@ -118,3 +123,11 @@ def eval_top_k(model, params, images, labels):
 
 
 base.register(Finetune())
+
+
+def _readable(input_config) -> bool:
+  try:
+    data.validate_config(input_config)
+  except ValueError:
+    return False
+  return True
