@@ -8,6 +8,7 @@ any moment leaves only complete checkpoints behind; leftovers are cleaned on the
 import json
 import logging
 import os
+import sys
 
 from etils import epath
 import jax
@@ -35,6 +36,22 @@ class _DropReadOnlyNotice(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
+
+
+def _is_late_read_callback(value) -> bool:
+  """When one array of a restore fails, tensorstore completes the other reads after orbax has
+  closed its event loop, and each completion callback raises this: noise under the real error."""
+  return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
+def _quiet_unraisable(previous):
+  def hook(unraisable):
+    if not _is_late_read_callback(unraisable.exc_value):
+      previous(unraisable)
+  return hook
+
+
+sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
 
 
 class CheckpointError(errors.UserError, ValueError):
