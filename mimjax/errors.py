@@ -34,3 +34,17 @@ def exit_on_user_error(prog: str, fn, *args, verbose: bool = False, **kwargs):
 
 class PathNotFoundError(UserError, FileNotFoundError):
   """A path the user gave that holds nothing usable (no such directory, or the wrong files)."""
+
+
+def parse_flags_or_exit(prog: str, flag_values, argv):
+  """absl flag parsing for a CLI, a config override mistake (a misspelt key, a wrong type)
+  reported as one line with EXIT_USER_ERROR."""
+  from absl import flags  # local: this module stays import-free for the library code
+
+  try:
+    return flag_values(argv)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+    while isinstance(e, BaseException) and e.args:  # ml_collections nests the KeyError
+      e = e.args[0]
+    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_USER_ERROR)

@@ -5,7 +5,9 @@ workdir's latest checkpoint when there is one, else starts from `config.init_fro
 scratch; a resumed run continues exactly where the interrupted one was.
 """
 import signal
+from typing import Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -111,6 +113,42 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
     return new, metrics
 
   return step_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# The model, abstract state, shardings and jitted step on a mesh: what the trainer runs and what
+# mimjax-compile compiles ahead of time, built in one place so that the two cannot drift apart.
+# ---------------------------------------------------------------------------------------------
+class StepSetup(NamedTuple):
+  model: nn.Module
+  tx: optax.GradientTransformation
+  init: Callable  # rng -> train state
+  abstract: dict  # the train state as ShapeDtypeStructs
+  shardings: dict  # a NamedSharding per leaf of the state
+  batch_sharding: jax.sharding.NamedSharding
+  step_fn: Callable  # jitted (state, batch) -> (state, metrics); donates the state
+
+
+def build_step(config, mesh, lr_schedule, total_steps: int) -> StepSetup:
+  """The train step of `config` jitted for `mesh`, with the state's abstract shape and shardings."""
+  model = state_lib.build_model(config)
+  tx = optim.make(config, lr_schedule)
+  init = state_lib.init_fn(config, model, tx)
+  abstract = jax.eval_shape(init, jax.random.key(config.seed))
+  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
+  batch_sharding = sharding.batch_sharding(mesh)
+  step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
+                    in_shardings=(shardings, batch_sharding),
+                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return StepSetup(model, tx, init, abstract, shardings, batch_sharding, step_fn)
+
+
+def abstract_batch(config, batch_sharding) -> dict:
+  """The global batch the step takes, as ShapeDtypeStructs: uint8 images, one entry per view."""
+  size = config.input.image_size
+  keys = ("view1", "view2") if config.method == "lut" else ("image",)
+  return {k: jax.ShapeDtypeStruct((config.input.batch_size, size, size, 3), jnp.uint8,
+                                  sharding=batch_sharding) for k in keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,13 +268,10 @@ def train(config: ml_collections.ConfigDict, workdir: str):
                                warmup_steps, total_steps)
 
   # Model and state, abstract first: nothing is materialized unsharded.
-  model = state_lib.build_model(config)
-  tx = optim.make(config, lr_schedule)
-  init = state_lib.init_fn(config, model, tx)
-  abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
+  built = build_step(config, mesh, lr_schedule, total_steps)
+  model, abstract, shardings = built.model, built.abstract, built.shardings
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  state = _initial_state(config, workdir, ckpt, init, abstract, shardings)
+  state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
   start_step = int(state["step"])
   if is_main:
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
@@ -244,10 +279,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
           f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
           f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
 
-  batch_shardings = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
-                    in_shardings=(shardings, batch_shardings),
-                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  step_fn = built.step_fn
   visualize = jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
   batches = data.make_train_iterator(config.input, method=config.method, seed=config.seed,
                                      start_step=start_step, mesh=mesh,
