@@ -100,7 +100,8 @@ def devices(tpu_slice: Slice) -> list:
   import jax
   from jax.experimental import topologies
 
-  jax.config.update("jax_platforms", "cpu")
+  if not jax.config.jax_platforms:  # a platform the user chose stays
+    jax.config.update("jax_platforms", "cpu")
   # libtpu looks for a TPU VM's metadata and takes a lock meant for processes that own the
   # chips: neither applies to compiling for a described slice.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

@@ -19,6 +19,7 @@ from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
+from mimjax import flops
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
@@ -279,7 +280,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
           f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
           f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
 
-  step_fn = built.step_fn
+  compiled_step, utilization = None, None  # compiled on the first batch
   visualize = jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
   batches = data.make_train_iterator(config.input, method=config.method, seed=config.seed,
                                      start_step=start_step, mesh=mesh,
@@ -303,14 +304,20 @@ def train(config: ml_collections.ConfigDict, workdir: str):
   try:
     for step in range(start_step, total_steps):
       batch = next(batches)
-      state, step_metrics = step_fn(state, batch)
+      if compiled_step is None:  # compiled explicitly: its cost analysis gives the FLOPs for MFU
+        compiled_step = built.step_fn.lower(state, batch).compile()
+        utilization = flops.StepUtilization(compiled_step, jax.devices()[0].device_kind,
+                                            config.model.dtype,
+                                            log=print if is_main else (lambda message: None))
+      state, step_metrics = compiled_step(state, batch)
       done = step + 1
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)
         scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
-                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt)))
+                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt),
+                                        **utilization.scalars(images_per_sec / batch_size)))
       if config.image_every_steps and done % config.image_every_steps == 0:
         first = batch["image" if config.method == "mae" else "view1"]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
