@@ -67,9 +67,9 @@ def main():
   if os.path.exists(args.out):
     with open(args.out) as f:
       done = [json.loads(line) for line in f if line.strip()]
-  for method in args.methods.split(","):
-    for variant in args.variants.split(","):
-      for topology in args.topologies.split(","):
+  for topology in args.topologies.split(","):
+    for method in args.methods.split(","):
+      for variant in args.variants.split(","):
         cell = [r for r in done if (r["method"], r["variant"], r["cell"]) ==
                 (method, variant, topology)]
         if cell and (cell[-1]["fits"] or len(cell) == 3):

@@ -10,7 +10,8 @@ slice's abstract devices (`jax.experimental.topologies`; nothing is materialized
 and prints, per chip, the memory of parameters, optimizer state and activations against the
 chip's HBM, XLA's FLOPs per step and per image, the step time at an assumed MFU, and a verdict.
 
-Exit status (launchers rely on it): 0 fits, 1 does not fit (verdict printed), 2 user error.
+Exit status (launchers rely on it): 0 fits, 1 does not fit (verdict printed), 2 user error (one
+line), 3 internal error (a bug: traceback printed).
 """
 import copy
 import dataclasses
@@ -20,6 +21,7 @@ import os
 import re
 import sys
 import time
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only imported via the configs
 
@@ -44,7 +46,7 @@ flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
 PROG = "mimjax-compile"
-EXIT_FITS, EXIT_DOES_NOT_FIT = 0, 1
+EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_INTERNAL_ERROR = 0, 1, 3  # 2: errors.EXIT_USER_ERROR
 _NOMINAL_STEPS = 1000  # the schedule's length changes values, not shapes or cost
 
 
@@ -281,7 +283,7 @@ def format_report(r: dict) -> str:
           ("activations and temporaries (XLA)", "temporaries"),
           ("program (XLA)", "generated_code")]
   for label, key in rows:
-    if key in mem and (mem[key] or key != "other_state"):
+    if key in mem and (key != "other_state" or r["method"] == "lut"):
       lines.append(f"  {label:<34}{mem[key] / flops_lib.GIB:>8.2f}")
   peak_label = "peak (XLA)" if r.get("compiled") else "peak, at least"
   lines.append(f"  {peak_label:<34}{r['peak_memory_bytes_per_device'] / flops_lib.GIB:>8.2f}"
@@ -327,8 +329,12 @@ def run(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  code = errors.exit_on_user_error(PROG, main_fn, FLAGS.config, FLAGS.topology, FLAGS.report,
-                                   FLAGS.mfu, FLAGS.compare_meshes)
+  try:
+    code = errors.exit_on_user_error(PROG, main_fn, FLAGS.config, FLAGS.topology, FLAGS.report,
+                                     FLAGS.mfu, FLAGS.compare_meshes)
+  except Exception:  # a bug: keep its traceback, and an exit status no launcher reads as a verdict
+    traceback.print_exc()
+    sys.exit(EXIT_INTERNAL_ERROR)
   sys.exit(code)
 
 
