@@ -27,6 +27,10 @@ EXTRAS_REQUIRE = {
     # PyTorch consumers of the exported weights; torch==2.13.0 must be installed first (CPU wheel),
     # and timm goes in with --no-deps (the Makefile does both).
     "test": ["pytest", "torch==2.13.0", "transformers"],
+    # libtpu at jax's pin: runs on TPU VMs, and lets mimjax-compile compile for TPU slices anywhere.
+    "tpu": ["jax[tpu]==0.10.2"],
+    # CUDA 12 wheels of the GPU plugin at jax's version (with the CUDA libraries from PyPI).
+    "cuda": ["jax[cuda12]==0.10.2"],
 }
 
 setuptools.setup(
@@ -41,5 +45,6 @@ setuptools.setup(
         "mimjax-train = mimjax.main:main",
         "mimjax-export = mimjax.export.cli:main",
         "mimjax-sweep = mimjax.sweeps.cli:main",
+        "mimjax-compile = mimjax.compile:main",
     ]},
 )

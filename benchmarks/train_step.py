@@ -1,10 +1,15 @@
-r"""Train-step throughput: images/s and achieved FLOP/s of the jitted step on synthetic batches.
+r"""Train-step throughput and MFU, mimjax against a PyTorch reference, in one run.
 
   python benchmarks/train_step.py --config configs/mae.py:variant=B/16 \
       --config.input.batch_size=256 --config.model.dtype=bfloat16 --steps 20
 
-The input pipeline is left out (see data_throughput.py): batches are random uint8 arrays already
-on the devices. FLOPs come from XLA's cost analysis of the compiled step.
+JAX side: the trainer's own step (train.build_step: model, shardings, donation) on synthetic
+uint8 batches already on the devices (the input pipeline is data_throughput.py's business);
+FLOPs from XLA's cost analysis of the compiled step. PyTorch side (MAE only, `--torch`):
+Hugging Face `ViTMAEForPreTraining` with the same model and batch, `torch.compile`, AdamW
+(fused on CUDA), bf16 autocast when the config computes in bfloat16. Both report images/s and,
+where the device's peak is known (mimjax/flops.py), MFU; the PyTorch MFU uses the same FLOPs per
+image, since it is the same model. Figures are printed, never asserted.
 """
 import time
 
@@ -15,53 +20,117 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from mimjax import config_lib
+from mimjax import flops as flops_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
 from mimjax import train
 
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.")
-flags.DEFINE_integer("steps", 10, "Timed steps (after one warm-up step).")
+flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up steps).")
+flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, caches).")
+flags.DEFINE_bool("torch", True, "Also time the PyTorch reference (MAE configs).")
+flags.DEFINE_bool("torch_compile", True, "torch.compile the reference.")
 FLAGS = flags.FLAGS
+
+
+def _mfu_text(images_per_sec, flops_per_image, num_devices, peak):
+  if peak is None or flops_per_image is None:
+    return "MFU ? (no peak known for this device)"
+  return f"MFU {images_per_sec * flops_per_image / num_devices / peak:.1%}"
+
+
+def time_jax(config):
+  """(seconds per step, FLOPs per image) of the trainer's step."""
+  config_lib.validate(config, jax.process_count(), jax.device_count(), check_data=False)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  total_steps = 1000
+  built = train.build_step(config, mesh, optim.schedule(1e-4, 10, total_steps), total_steps)
+  state = jax.jit(built.init, out_shardings=built.shardings)(jax.random.key(0))
+  spec = train.abstract_batch(config, built.batch_sharding)
+  batch = {k: jax.device_put(jax.random.randint(jax.random.key(i), s.shape, 0, 256)
+                             .astype(jnp.uint8), built.batch_sharding)
+           for i, (k, s) in enumerate(spec.items())}
+  compiled = built.step_fn.lower(state, batch).compile()
+  per_device = flops_lib.step_flops(compiled)
+  for _ in range(FLAGS.warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready(metrics)
+  seconds = (time.perf_counter() - start) / FLAGS.steps
+  flops_per_image = per_device * jax.device_count() / config.input.batch_size if per_device else None
+  return seconds, flops_per_image
+
+
+def time_torch(config):
+  """Seconds per step of Hugging Face ViTMAEForPreTraining, same model and batch."""
+  import torch
+  import transformers
+
+  from mimjax.export import hf_vitmae
+
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  hf = transformers.ViTMAEConfig(**hf_vitmae.hf_config(state_lib.model_kwargs(config),
+                                                       config.input.image_size))
+  model = transformers.ViTMAEForPreTraining(hf).to(device).train()
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05,
+                          fused=device == "cuda")
+  bf16 = config.model.dtype == "bfloat16"
+  size, batch = config.input.image_size, config.input.batch_size
+  images = torch.randn(batch, 3, size, size, device=device)
+
+  def step(x):
+    with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+      loss = model(pixel_values=x).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+  if FLAGS.torch_compile:
+    step = torch.compile(step)
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  for _ in range(FLAGS.warmup):
+    step(images)
+  sync()
+  start = time.perf_counter()
+  for _ in range(FLAGS.steps):
+    loss = step(images)
+  float(loss)
+  sync()
+  name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+  return (time.perf_counter() - start) / FLAGS.steps, name
 
 
 def main(argv):
   del argv
   config = FLAGS.config
-  config_lib.validate(config, jax.process_count(), jax.device_count())
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  total_steps = 1000
-  lr = optim.schedule(1e-4, 10, total_steps)
-  model = state_lib.build_model(config)
-  tx = optim.make(config, lr)
-  init = state_lib.init_fn(config, model, tx)
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
-  size, batch = config.input.image_size, config.input.batch_size
-  keys = ("view1", "view2") if config.method == "lut" else ("image",)
-  batch_sharding = sharding.batch_sharding(mesh)
-  batches = {k: jax.device_put(jax.random.randint(jax.random.key(i), (batch, size, size, 3), 0, 256)
-                               .astype(jnp.uint8), batch_sharding) for i, k in enumerate(keys)}
-  step = jax.jit(train.make_train_step(config, model, tx, lr, total_steps),
-                 in_shardings=(shardings, batch_sharding),
-                 out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  compiled = step.lower(state, batches).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0)) if cost else 0.0
-
-  state, metrics = compiled(state, batches)
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    state, metrics = compiled(state, batches)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / FLAGS.steps
-  print(f"{config.method.upper()} {config.model.variant} {size}px, batch {batch}, "
-        f"{config.model.dtype}, {jax.device_count()} x {jax.devices()[0].device_kind}")
-  print(f"  step {seconds * 1e3:.1f} ms | {batch / seconds:.1f} images/s | "
-        f"{flops / 1e9:.1f} GFLOP/step (XLA) | {flops / seconds / 1e12:.3f} TFLOP/s achieved")
+  batch = config.input.batch_size
+  kind = jax.devices()[0].device_kind
+  spec = flops_lib.chip_spec(kind)
+  peak = spec.peak_flops(config.model.dtype) if spec else None
+  print(f"{config.method.upper()} {config.model.variant} {config.input.image_size}px, batch {batch}, "
+        f"{config.model.dtype}, {jax.device_count()} x {kind}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
+  seconds, flops_per_image = time_jax(config)
+  jax_rate = batch / seconds
+  gflop = f"{flops_per_image / 1e9:.1f} GFLOP/image (XLA)" if flops_per_image else "FLOPs ?"
+  print(f"  mimjax  step {seconds * 1e3:.1f} ms | {jax_rate:.1f} images/s | {gflop} | "
+        f"{_mfu_text(jax_rate, flops_per_image, jax.device_count(), peak)}", flush=True)
+  if FLAGS.torch and config.method == "mae":
+    torch_seconds, name = time_torch(config)
+    torch_rate = batch / torch_seconds
+    torch_peak = spec.peak_flops(config.model.dtype) if spec else None
+    print(f"  PyTorch step {torch_seconds * 1e3:.1f} ms | {torch_rate:.1f} images/s | "
+          f"HF ViTMAEForPreTraining on {name}"
+          f"{', torch.compile' if FLAGS.torch_compile else ''} | "
+          f"{_mfu_text(torch_rate, flops_per_image, 1, torch_peak)}")
+    print(f"  ratio mimjax / PyTorch: {jax_rate / torch_rate:.2f}x images/s")
+  elif FLAGS.torch:
+    print("  (no PyTorch reference for LUT: Hugging Face has no LUT model)")
 
 
 if __name__ == "__main__":

@@ -101,8 +101,13 @@ def _check(condition: bool, key: str, message: str):
     raise ConfigError(f"config.{key}: {message}")
 
 
-def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int):
-  """Raises ConfigError naming the key and the fix; cheap, runs before anything compiles."""
+def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
+             check_data: bool = True):
+  """Raises ConfigError naming the key and the fix; cheap, runs before anything compiles.
+
+  `check_data=False` skips the dataset checks (whether it is prepared and large enough), for
+  tools that only compile the step (mimjax-compile).
+  """
   method = methods.get(c.method)
   try:
     spec = vit.decode_variant(c.model.variant)
@@ -155,6 +160,8 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
   if c.init_from:
     _check(os.path.isdir(c.init_from), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
+  if not check_data:
+    return
   try:
     data.validate_config(c.input, method=method.data_kind, num_processes=num_processes,
                          num_devices=num_devices)

@@ -53,8 +53,9 @@ class MetricsLogger:
     self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
     self._jsonl.flush()
     eta = scalars.get("eta_seconds", math.inf)
+    mfu = f"MFU {scalars['mfu']:.1%} | " if "mfu" in scalars else ""
     print(f"step {step}/{self.total_steps} | loss {scalars['loss']:.4f} | "
-          f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | "
+          f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | {mfu}"
           f"ETA {_format_duration(eta) if math.isfinite(eta) else '?'}", flush=True)
 
   def write_images(self, step: int, images: dict[str, np.ndarray]):

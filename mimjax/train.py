@@ -7,7 +7,9 @@ scratch; a resumed run continues exactly where the interrupted one was.
 """
 import functools
 import signal
+from typing import Callable, NamedTuple
 
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -19,6 +21,7 @@ from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
+from mimjax import flops
 from mimjax import methods
 from mimjax import metrics as metrics_lib
 from mimjax import optim
@@ -88,6 +91,43 @@ def make_train_step(config, model, tx, lr_schedule, total_steps: int):
     return new, metrics
 
   return step_fn
+
+
+# ---------------------------------------------------------------------------------------------
+# The model, abstract state, shardings and jitted step on a mesh: what the trainer runs and what
+# mimjax-compile compiles ahead of time, built in one place so that the two cannot drift apart.
+# ---------------------------------------------------------------------------------------------
+class StepSetup(NamedTuple):
+  model: nn.Module
+  tx: optax.GradientTransformation
+  init: Callable  # rng -> train state
+  abstract: dict  # the train state as ShapeDtypeStructs
+  shardings: dict  # a NamedSharding per leaf of the state
+  batch_sharding: jax.sharding.NamedSharding
+  step_fn: Callable  # jitted (state, batch) -> (state, metrics); donates the state
+
+
+def build_step(config, mesh, lr_schedule, total_steps: int) -> StepSetup:
+  """The train step of `config` jitted for `mesh`, with the state's abstract shape and shardings."""
+  model = state_lib.build_model(config)
+  tx = optim.make(config, lr_schedule)
+  init = state_lib.init_fn(config, model, tx)
+  abstract = jax.eval_shape(init, jax.random.key(config.seed))
+  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
+  batch_sharding = sharding.batch_sharding(mesh)
+  step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
+                    in_shardings=(shardings, batch_sharding),
+                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return StepSetup(model, tx, init, abstract, shardings, batch_sharding, step_fn)
+
+
+def abstract_batch(config, batch_sharding) -> dict:
+  """The global batch the step takes, as ShapeDtypeStructs: uint8 images (one per view), int32
+  labels."""
+  size, batch = config.input.image_size, config.input.batch_size
+  image = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8, sharding=batch_sharding)
+  label = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
+  return {k: label if k == "label" else image for k in methods.get(config.method).batch_keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,13 +241,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                                warmup_steps, total_steps, config.optim.min_lr)
 
   # Model and state, abstract first: nothing is materialized unsharded.
-  model = state_lib.build_model(config)
-  tx = optim.make(config, lr_schedule)
-  init = state_lib.init_fn(config, model, tx)
-  abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
+  built = build_step(config, mesh, lr_schedule, total_steps)
+  model, abstract, shardings = built.model, built.abstract, built.shardings
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  state = _initial_state(config, workdir, ckpt, init, abstract, shardings)
+  state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
   start_step = int(state["step"])
   if is_main:
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
@@ -215,10 +252,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
           f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
           f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
 
-  batch_shardings = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
-                    in_shardings=(shardings, batch_shardings),
-                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  compiled_step, utilization = None, None  # compiled on the first batch
   visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
                if method.image_key else None)
   batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
@@ -244,7 +278,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
   try:
     for step in range(start_step, total_steps):
       batch = next(batches)
-      state, step_metrics = step_fn(state, batch)
+      if compiled_step is None:  # compiled explicitly: its cost analysis gives the FLOPs for MFU
+        compiled_step = built.step_fn.lower(state, batch).compile()
+        utilization = flops.StepUtilization(compiled_step, jax.devices()[0].device_kind,
+                                            config.model.dtype,
+                                            log=print if is_main else (lambda message: None))
+      state, step_metrics = compiled_step(state, batch)
       done = step + 1
       evaluated = {}
       if evaluator and (done % evaluator[0] == 0 or done == total_steps):
@@ -255,7 +294,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         scalars = dict(jax.device_get(step_metrics), **evaluated)
         images_per_sec, eta = writer.throughput(done, batch_size)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
-                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt)))
+                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt),
+                                        **utilization.scalars(images_per_sec / batch_size)))
       if method.image_key and config.image_every_steps and done % config.image_every_steps == 0:
         first = batch[method.image_key]
         grid = visualize(state["params"], first[:8], jax.random.key(done))

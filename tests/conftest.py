@@ -6,6 +6,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
+# process and its subprocesses; tests that compile for TPU slices describe them explicitly.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 @pytest.fixture(scope="session", autouse=True)

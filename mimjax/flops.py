@@ -1,0 +1,103 @@
+"""Accelerator peaks and model FLOP/s utilization (MFU).
+
+`chip_spec(device_kind)` gives a chip's dense peak FLOP/s (bfloat16 and float32) and its HBM;
+`step_flops(compiled)` reads the FLOPs of one call from XLA's cost analysis; `StepUtilization`
+turns them into the `tflops_per_device` and `mfu` scalars the trainer logs.
+
+XLA's cost analysis of an SPMD program counts the FLOPs of ONE device's partition, so every
+figure here is per device; a step's global FLOPs are that times the device count.
+"""
+import dataclasses
+import re
+
+TERA = 1e12
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class ChipSpec:
+  name: str
+  bf16_flops: float  # dense peak FLOP/s, bfloat16 inputs
+  fp32_flops: float  # dense peak FLOP/s of float32 matmuls at XLA's default precision
+  hbm_bytes: int
+
+  def peak_flops(self, dtype: str) -> float:
+    return self.bf16_flops if dtype == "bfloat16" else self.fp32_flops
+
+
+# TPUs: float32 matmuls at the default precision run as bfloat16 passes on the MXU, so their
+# peak is the bfloat16 one. GPUs: at the default precision XLA runs float32 matmuls on the
+# TF32 tensor cores, so the float32 peak is the (dense) TF32 one. Vendor data sheets.
+_TPUS = {
+    "TPU v4": ChipSpec("TPU v4", 275 * TERA, 275 * TERA, 32 * GIB),
+    "TPU v5 lite": ChipSpec("TPU v5e", 197 * TERA, 197 * TERA, 16 * GIB),
+    "TPU v5e": ChipSpec("TPU v5e", 197 * TERA, 197 * TERA, 16 * GIB),
+    "TPU v5": ChipSpec("TPU v5p", 459 * TERA, 459 * TERA, 95 * GIB),
+    "TPU v5p": ChipSpec("TPU v5p", 459 * TERA, 459 * TERA, 95 * GIB),
+    "TPU v6 lite": ChipSpec("TPU v6e", 918 * TERA, 918 * TERA, 32 * GIB),
+    "TPU v6e": ChipSpec("TPU v6e", 918 * TERA, 918 * TERA, 32 * GIB),
+}
+# GPU device kinds carry the board in their name ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB").
+_GPUS = (
+    (r"H200", ChipSpec("H200", 989 * TERA, 494.7 * TERA, 141 * 10 ** 9)),
+    (r"H100.*PCIe", ChipSpec("H100 PCIe", 756 * TERA, 378 * TERA, 80 * 10 ** 9)),
+    (r"H100", ChipSpec("H100 SXM", 989 * TERA, 494.7 * TERA, 80 * 10 ** 9)),
+    (r"A100.*40GB", ChipSpec("A100 40GB", 312 * TERA, 156 * TERA, 40 * 10 ** 9)),
+    (r"A100", ChipSpec("A100 80GB", 312 * TERA, 156 * TERA, 80 * 10 ** 9)),
+)
+
+
+def chip_spec(device_kind: str) -> ChipSpec | None:
+  """The peak and HBM of a `jax.Device.device_kind`; None for an unknown kind (e.g. CPUs)."""
+  if device_kind in _TPUS:
+    return _TPUS[device_kind]
+  for pattern, spec in _GPUS:
+    if re.search(pattern, device_kind):
+      return spec
+  return None
+
+
+def step_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled function on one device, from XLA's cost analysis."""
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older JAX versions: one dict per partition
+    cost = cost[0] if cost else None
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  return flops if flops > 0 else None
+
+
+def mfu(flops_per_device: float, step_seconds: float, peak_flops: float) -> float:
+  """The share of the device's peak that `flops_per_device` in `step_seconds` attains."""
+  return flops_per_device / step_seconds / peak_flops
+
+
+def step_seconds_at(flops_per_device: float, peak_flops: float, utilization: float) -> float:
+  """The step time of `flops_per_device` at a given MFU."""
+  return flops_per_device / (peak_flops * utilization)
+
+
+class StepUtilization:
+  """`tflops_per_device` and `mfu` of a compiled train step, from the measured steps/s.
+
+  Without a known peak (a CPU, an unlisted accelerator) only `tflops_per_device` is logged, and
+  that is said once; without a FLOP count from XLA nothing is logged.
+  """
+
+  def __init__(self, compiled, device_kind: str, dtype: str, log=print):
+    self.flops_per_device = step_flops(compiled)
+    spec = chip_spec(device_kind)
+    self.peak = spec.peak_flops(dtype) if spec else None
+    if self.flops_per_device is None:
+      log(f"XLA reports no FLOP count for this step on {device_kind!r}: mfu and "
+          "tflops_per_device are not logged")
+    elif self.peak is None:
+      log(f"No peak FLOP/s known for device kind {device_kind!r} (see mimjax/flops.py): "
+          "logging tflops_per_device, not mfu")
+
+  def scalars(self, steps_per_sec: float) -> dict[str, float]:
+    if self.flops_per_device is None or steps_per_sec <= 0:
+      return {}
+    out = {"tflops_per_device": self.flops_per_device * steps_per_sec / TERA}
+    if self.peak is not None:
+      out["mfu"] = mfu(self.flops_per_device, 1.0 / steps_per_sec, self.peak)
+    return out
