@@ -119,17 +119,18 @@ def activation_floor(config, num_devices: int) -> int:
   """
   import numpy as np
 
-  from mimjax import state as state_lib
   from mimjax.models import vit
 
-  spec = vit.decode_variant(config.model.variant)
-  patches = state_lib.num_patches(config)
-  kept = int(patches * (1 - config.model.mask_ratio)) + 1  # + cls
+  m = config.model
+  spec = vit.decode_variant(m.variant)
+  patches = (config.input.image_size // spec.patch) ** 2
+  kept = int(patches * (1 - m.get("mask_ratio", 0.0))) + 1  # + cls; all patches when unmasked
   views = 2 if config.method == "lut" else 1  # the student encodes both masked views
-  per_image = (views * kept * spec.width * spec.depth
-               + (patches + 1) * config.model.decoder_width * config.model.decoder_depth)
+  per_image = views * kept * spec.width * spec.depth
+  if "decoder_width" in m:  # the decoder sees every position
+    per_image += (patches + 1) * m.decoder_width * m.decoder_depth
   micro_batch = config.input.batch_size // config.optim.accum_steps // num_devices
-  return int(micro_batch * per_image * np.dtype(config.model.dtype).itemsize)
+  return int(micro_batch * per_image * np.dtype(m.dtype).itemsize)
 
 
 def _suggestions(config, num_devices: int) -> str:
