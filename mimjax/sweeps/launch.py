@@ -3,7 +3,7 @@
 Nothing starts (and nothing is written) until every trial's config has been built and validated
 and the manifest agrees with what already ran under the root.
 """
-import json
+import os
 
 from mimjax import config_lib
 from mimjax import data
@@ -70,6 +70,9 @@ def _actions(root: str, manifest: dict, trials: list[trials_lib.Trial]) -> dict[
   actions = {}
   for trial in trials:
     p = progress_lib.progress(root, entries[trial.name])
+    if p.running_here:
+      raise SweepError(f"{trial.label()} is running (another sweep command started it): let that "
+                       "command finish, or stop it, before running this sweep again")
     if p.status == progress_lib.DONE:
       actions[trial.name] = SKIP
     elif p.checkpoint_step:
@@ -87,6 +90,8 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
     raise SweepError("--target=tpu is not available for sweeps yet: on a TPU VM run the trials "
                      "in turn with --target=local, or use --target=slurm on a GPU cluster")
   _check_trainer_flags(trainer_flags)
+  if "://" not in root:
+    root = os.path.abspath(root)  # the trials may start elsewhere (SLURM nodes)
   probe = local.start_probe() if target == "local" else None
   try:
     base = trials_lib.Base(trials_lib.absolute_config_spec(config), tuple(trainer_flags))
@@ -106,7 +111,7 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
   trials = build_trials(base, sweep_overrides, existing, num_processes, num_devices)
   manifest = manifest_lib.merge(existing, base, trials)
   actions = _actions(root, manifest, trials)
-  jobs = [(t.name, t.command(base, manifest_lib.workdir(root, {"workdir": t.name})))
+  jobs = [(t.name, t.command(base, manifest_lib.workdir(root, t.name)))
           for t in trials if actions[t.name] != SKIP]
 
   width = max(len(t.name) for t in trials)
@@ -131,11 +136,13 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
     print(f"Submitted array job {job_id}: {len(jobs)} tasks; watch it with `squeue -j {job_id}`, "
           f"results with --report {root}")
     return 0
-  results = local.run(root, jobs, devices, parallel or 1)
-  failed = [name for name, code in results.items() if code != 0]
-  if failed:
-    print(f"{len(failed)} trial(s) failed: {', '.join(failed)}; see their output above. "
-          "Run the same command again to retry them.")
+  local.run(root, jobs, devices, parallel or 1)
+  entries = {t["name"]: t for t in manifest["trials"]}
+  unfinished = [t.name for t in trials
+                if progress_lib.progress(root, entries[t.name]).status != progress_lib.DONE]
+  if unfinished:
+    print(f"{len(unfinished)} trial(s) not finished: {', '.join(unfinished)} (see their output "
+          "above); run the same command again to resume them")
     return 1
   print(f"All {len(trials)} trials done: python launch/sweep.py --report {root}")
   return 0

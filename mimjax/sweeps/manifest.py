@@ -90,5 +90,6 @@ def merge(existing: dict[str, Any] | None, base: trials_lib.Base,
           "trials": list(entries.values())}
 
 
-def workdir(root: str, entry: dict[str, Any]) -> str:
-  return str(epath.Path(root) / entry["workdir"])
+def workdir(root: str, name: str) -> str:
+  """A trial's workdir: ROOT/name (the manifest records it relative to the root)."""
+  return str(epath.Path(root) / name)

@@ -28,6 +28,7 @@ class Progress:
   checkpoint_step: int  # the last complete checkpoint (0 when none)
   rows: list[dict[str, Any]]  # metrics.jsonl, one dict per logged step
   returncode: int | None = None
+  running_here: bool = False  # RUNNING, as a live process on this host
 
 
 def _is_object_store(path: epath.Path) -> bool:
@@ -120,4 +121,5 @@ def progress(root: str, entry: dict[str, Any]) -> Progress:
     status = STOPPED
   else:
     status = PENDING
-  return Progress(status, step, last_ckpt, rows, marker.get("returncode"))
+  here = status == RUNNING and marker.get("host") == socket.gethostname()
+  return Progress(status, step, last_ckpt, rows, marker.get("returncode"), here)
