@@ -10,7 +10,8 @@ norm dropped; fc_norm and the head start fresh). The recipe, per variant, as
 facebookresearch/mae's FINETUNE.md: batch 1024, AdamW (0.9, 0.999), wd 0.05 (not on the cls
 token, biases and norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr
 decay 0.65 (B) or 0.75 (L, H), drop path 0.1 / 0.2 / 0.3, 100 epochs (B) or 50 (L, H), 5 warm-up
-epochs then cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, random erasing 0.25,
+epochs then cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, RandAugment
+rand-m9-mstd0.5-inc1, random erasing 0.25,
 mixup 0.8 / cutmix 1.0 (switch 0.5), label smoothing 0.1; global average pooling + fc_norm;
 top-1 / top-5 on the validation split (resize 256, centre crop 224).
 
@@ -46,6 +47,7 @@ def get_config(arg=None):
   c.input.image_size = 224
   c.input.fast_resize = False
   c.input.eval_crop_fraction = 224 / 256
+  c.input.randaugment = "rand-m9-mstd0.5-inc1"
   c.model.num_classes = 1000
   c.model.drop_path = drop_path
   c.optim.base_lr = blr

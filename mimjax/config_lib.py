@@ -212,6 +212,10 @@ def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.Co
   # Clipping adds a stage to the optimizer state; its threshold alone may change.
   if bool(get(saved, "optim.grad_clip_norm")) != bool(get(current, "optim.grad_clip_norm")):
     changed.append("config.optim.grad_clip_norm: clipping on in one run and off in the other")
+  # So does layer-wise lr decay (a missing key is a run from before it existed: off).
+  decays = [(get(c, "optim.layer_decay") or 1.0) != 1.0 for c in (saved, current)]
+  if decays[0] != decays[1]:
+    changed.append("config.optim.layer_decay: on (< 1) in one run and off (1) in the other")
   if changed:
     raise ConfigError(f"cannot resume from {where}: " + "; ".join(changed) +
                       ". Use a new --workdir (and --config.init_from to start from these weights).")

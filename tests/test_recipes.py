@@ -108,3 +108,29 @@ def test_layer_decay_and_weight_decay_equal_maes_param_groups(variant, layer_dec
   # The embeddings get decay^(depth + 1), the head 1.
   assert scales["encoder/cls"] == pytest.approx(layer_decay ** (depth + 1))
   assert scales["head/kernel"] == 1.0
+
+
+@pytest.mark.parametrize("variant,blr,layer_decay,drop_path,epochs", [
+    ("B/16", 5e-4, 0.65, 0.1, 100), ("L/16", 1e-3, 0.75, 0.2, 50), ("H/14", 1e-3, 0.75, 0.3, 50)])
+def test_finetune_recipe(variant, blr, layer_decay, drop_path, epochs):
+  c = tu.load_config("finetune", f"variant={variant},dataset=imagenet2012")
+  assert (c.method, c.model.variant, c.epochs, c.input.batch_size) == ("finetune", variant,
+                                                                       epochs, 1024)
+  assert (c.optim.base_lr, c.optim.layer_decay, c.model.drop_path) == (blr, layer_decay, drop_path)
+  assert optim.peak_learning_rate(c.optim.base_lr, 1024, c.optim.lr_rule) == pytest.approx(blr * 4)
+  assert (c.optim.b1, c.optim.b2, c.optim.weight_decay, c.optim.decay_cls) == (0.9, 0.999, 0.05,
+                                                                               False)
+  assert (c.optim.warmup_epochs, c.optim.min_lr) == (5, 1e-6)
+  f = c.finetune
+  assert (f.label_smoothing, f.mixup, f.cutmix, f.random_erasing) == (0.1, 0.8, 1.0, 0.25)
+  assert c.model.global_pool and c.input.eval_crop_fraction == 224 / 256
+  lut = tu.load_config("finetune", f"variant={variant},recipe=lut")
+  # LUT's main_finetune.py: lr = 1e-3 * sqrt(1024) / 8.
+  assert optim.peak_learning_rate(lut.optim.base_lr, 1024, lut.optim.lr_rule) == pytest.approx(4e-3)
+  assert lut.optim.layer_decay == 0.75
+
+
+def test_finetune_schedule_ends_at_min_lr():
+  sched = optim.schedule(1.0, 10, 110, min_lr=1e-3)
+  assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1.0)
+  assert float(sched(110)) == pytest.approx(1e-3)

@@ -36,6 +36,8 @@ def make_default_config() -> ml_collections.ConfigDict:
       # True: plain (aliased) bicubic for the training resizes, faster than the antialiased
       # bicubic that matches PIL's (the reference pipelines'); the recipes leave it off.
       fast_resize=False,
+      # Fine-tuning ('classify' pipeline) only: timm's RandAugment policy, '' = none.
+      randaugment='',
       eval_crop_fraction=0.875,  # eval: resize the shorter side to size / fraction, centre crop.
       cache_dir='',  # offline dataset cache; '' = $MIMJAX_CACHE_DIR or ~/.cache/mimjax.
       num_threads=0,  # tf.data private thread pool per process; 0 = all cores.
@@ -75,5 +77,12 @@ def check_basic(cfg, method: str | None = None, num_processes: int = 1,
     raise DataConfigError('config.num_threads must be >= 0 (0 = all cores).')
   if _get(cfg, 'dataset') == FOLDER and not _get(cfg, 'folder'):
     raise DataConfigError("config.dataset='folder' needs config.folder (a path).")
+  spec = _get(cfg, 'randaugment')
+  if spec:
+    from mimjax.data import randaugment  # pylint: disable=g-import-not-at-top
+    try:
+      randaugment.from_spec(spec)
+    except ValueError as e:
+      raise DataConfigError(f'config.{e}') from None
   if not _get(cfg, 'dataset'):
     raise DataConfigError('config.dataset is empty.')

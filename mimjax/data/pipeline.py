@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from mimjax.data import augment
+from mimjax.data import randaugment
 from mimjax.data.config import CorruptImageError, DataConfigError, check_basic, make_default_config
 from mimjax.data.sources import Shard, fold_in, get_source, graph_fn, seed_key
 
@@ -67,7 +68,9 @@ def augment_fn(kind: str, cfg) -> Callable:
       return {'view1': view1, 'view2': view2}
     return lut
   if kind == 'classify':
-    return lambda data, seed: {'image': augment.classify_train(data, seed, size, antialias)}
+    policy = randaugment.from_spec(cfg.randaugment) if cfg.randaugment else None
+    return lambda data, seed: {'image': augment.classify_train(data, seed, size, antialias,
+                                                               policy)}
   frac = cfg.eval_crop_fraction
   return lambda data, seed: {'image': augment.eval_image(data, size, frac)}
 
