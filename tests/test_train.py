@@ -4,6 +4,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -140,6 +141,22 @@ def test_killed_run_resumes_exactly(sig, tmp_path, uninterrupted_losses):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Resuming from" in result.stdout
   assert tu.losses(workdir) == uninterrupted_losses
+
+
+def test_kill_resume_script_at_seeded_moments(tmp_path, uninterrupted_losses):
+  """benchmarks/kill_resume.py with 2 kills (seed 4: one inside a save, one between saves)."""
+  reference = tmp_path / "reference" / "metrics.jsonl"
+  reference.parent.mkdir()
+  reference.write_text("".join(json.dumps({"step": s, "loss": l}) + "\n"
+                               for s, l in sorted(uninterrupted_losses.items())))
+  script = os.path.join(tu.ROOT, "benchmarks", "kill_resume.py")
+  result = subprocess.run([sys.executable, script, "--n=2", "--seed=4", "--tiny",
+                           f"--reference={reference}", f"--workdir={tmp_path / 'killed'}"],
+                          env=tu.cli_env(), cwd=tu.ROOT, capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  assert "2/2 resumed bit-exact" in result.stdout
+  assert "kill 1: inside a save" in result.stdout and "kill 2: at step" in result.stdout
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
