@@ -85,8 +85,9 @@ def test_trainer_logs_tflops_per_device(tmp_path, tiny_step_flops):
   config = tu.tiny_config("mae", total_steps=2)
   train.train(config, str(tmp_path))
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
-  # The same step, compiled here, has the FLOPs the trainer multiplies by its steps/s.
-  per_step = tiny_step_flops  # the same step, compiled here (only the schedule's length differs)
+  # The same step compiled here (only the schedule's length differs) has the FLOPs the trainer
+  # multiplies by its steps/s.
+  per_step = tiny_step_flops
   assert per_step > 0
   for r in rows:
     assert "mfu" not in r  # no peak known for a CPU
