@@ -52,7 +52,7 @@ def time_jax(config):
                              .astype(jnp.uint8), built.batch_sharding)
            for i, (k, s) in enumerate(spec.items())}
   compiled = built.step_fn.lower(state, batch).compile()
-  per_device = flops_lib.step_flops(compiled)
+  per_device = flops_lib.step_flops(compiled, config.optim.accum_steps)
   for _ in range(FLAGS.warmup):
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)

@@ -235,7 +235,7 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
 
   cost = compiled.cost_analysis()
   cost = (cost[0] if cost else {}) if isinstance(cost, (list, tuple)) else (cost or {})
-  per_device = flops_lib.step_flops(compiled)
+  per_device = flops_lib.step_flops(compiled, config.optim.accum_steps)
   if per_device is not None:
     report.update(flops_per_device_step=per_device, flops_per_step=per_device * n,
                   flops_per_example=per_device * n / batch_size,

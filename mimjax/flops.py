@@ -57,13 +57,19 @@ def chip_spec(device_kind: str) -> ChipSpec | None:
   return None
 
 
-def step_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled function on one device, from XLA's cost analysis."""
+def step_flops(compiled, loop_trips: int = 1) -> float | None:
+  """FLOPs of one call of a compiled function on one device, from XLA's cost analysis.
+
+  XLA counts a loop's body once, whatever its trip count: for the train step, whose micro-batch
+  loop runs `optim.accum_steps` times, pass that as `loop_trips`. The optimizer update outside
+  the loop is then counted that many times too: a few FLOPs per parameter, against thousands per
+  parameter in each micro-step of a real model.
+  """
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX versions: one dict per partition
     cost = cost[0] if cost else None
   flops = float(cost.get("flops", 0.0)) if cost else 0.0
-  return flops if flops > 0 else None
+  return flops * loop_trips if flops > 0 else None
 
 
 def mfu(flops_per_device: float, step_seconds: float, peak_flops: float) -> float:
@@ -83,8 +89,8 @@ class StepUtilization:
   that is said once; without a FLOP count from XLA nothing is logged.
   """
 
-  def __init__(self, compiled, device_kind: str, dtype: str, log=print):
-    self.flops_per_device = step_flops(compiled)
+  def __init__(self, compiled, device_kind: str, dtype: str, loop_trips: int = 1, log=print):
+    self.flops_per_device = step_flops(compiled, loop_trips)
     spec = chip_spec(device_kind)
     self.peak = spec.peak_flops(dtype) if spec else None
     if self.flops_per_device is None:

@@ -281,7 +281,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
       if compiled_step is None:  # compiled explicitly: its cost analysis gives the FLOPs for MFU
         compiled_step = built.step_fn.lower(state, batch).compile()
         utilization = flops.StepUtilization(compiled_step, jax.devices()[0].device_kind,
-                                            config.model.dtype,
+                                            config.model.dtype, config.optim.accum_steps,
                                             log=print if is_main else (lambda message: None))
       state, step_metrics = compiled_step(state, batch)
       done = step + 1

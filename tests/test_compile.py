@@ -56,11 +56,27 @@ def analytic_params(config) -> int:
           + block(dd) * config.model.decoder_depth + 2 * dd + dd * pixels + pixels)
 
 
+def _compile_cli(*args, timeout=600):
+  return subprocess.run([sys.executable, "-m", "mimjax.compile", *args], env=tu.cli_env(),
+                        capture_output=True, text=True, timeout=timeout, cwd=tu.ROOT)
+
+
 @pytest.fixture(scope="session")
-def reports():
+def compared(tmp_path_factory):
+  """The CLI on v5e-4 with --compare_meshes: (the process, its JSON report)."""
+  report = tmp_path_factory.mktemp("compare") / "report.json"
+  flags = [f"--config.{k}={v}" for k, v in SMALL.items()]
+  result = _compile_cli(f"--config={tu.ROOT}/configs/mae.py:demo", "--topology=v5litepod-4",
+                        "--compare_meshes", f"--report={report}", *flags)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result, json.loads(report.read_text())
+
+
+@pytest.fixture(scope="session")
+def reports(compared):
   config = tu.tiny_config("mae", **SMALL)
-  return {name: compile_lib.analyze(config, compile_lib.tpu_target(name), 0.4)
-          for name in ("v5e:2x2", "v4:2x2x1")}
+  return {"v5e:2x2": compared[1]["meshes"]["data=4"],
+          "v4:2x2x1": compile_lib.analyze(config, compile_lib.tpu_target("v4:2x2x1"), 0.4)}
 
 
 @needs_libtpu
@@ -110,19 +126,9 @@ def test_xla_out_of_memory_is_the_verdict():
   assert r["peak_memory_bytes_per_device"] > 16 * 2 ** 30
 
 
-def _compile_cli(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "mimjax.compile", *args], env=tu.cli_env(),
-                        capture_output=True, text=True, timeout=timeout, cwd=tu.ROOT)
-
-
 @needs_libtpu
-def test_cli_compares_data_and_fsdp_meshes(tmp_path):
-  report = tmp_path / "report.json"
-  flags = [f"--config.{k}={v}" for k, v in SMALL.items()]
-  result = _compile_cli(f"--config={tu.ROOT}/configs/mae.py:demo", "--topology=v5litepod-4",
-                        "--compare_meshes", f"--report={report}", *flags)
-  assert result.returncode == 0, result.stderr[-3000:]
-  out = json.loads(report.read_text())
+def test_cli_compares_data_and_fsdp_meshes(compared):
+  result, out = compared
   data, fsdp = out["meshes"]["data=4"], out["meshes"]["fsdp=4"]
   assert data["mesh"] == {"data": 4, "fsdp": 1} and fsdp["mesh"] == {"data": 1, "fsdp": 4}
   # The same work per device whichever way the batch is split ...

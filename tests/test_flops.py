@@ -69,18 +69,35 @@ def test_unknown_peak_logs_tflops_only_and_says_so_once(matmul):
   assert len(said) == 1
 
 
-def test_trainer_logs_tflops_per_device(tmp_path):
+def _step_flops(config):
+  built = train.build_step(config, sharding.make_mesh(1, 1), optim.schedule(1.0, 1, 4), 4)
+  compiled = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
+                                 train.abstract_batch(config, built.batch_sharding)).compile()
+  return flops.step_flops(compiled, config.optim.accum_steps)
+
+
+@pytest.fixture(scope="module")
+def tiny_step_flops():
+  return _step_flops(tu.tiny_config("mae"))
+
+
+def test_trainer_logs_tflops_per_device(tmp_path, tiny_step_flops):
   config = tu.tiny_config("mae", total_steps=2)
   train.train(config, str(tmp_path))
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
-  # The same step, compiled here, has the FLOPs the trainer multiplies by its steps/s.
-  mesh = sharding.make_mesh(1, 1)
-  built = train.build_step(config, mesh, optim.schedule(1.0, 1, 2), 2)
-  compiled = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
-                                 train.abstract_batch(config, built.batch_sharding)).compile()
-  per_step = flops.step_flops(compiled)
+  # The same step compiled here (only the schedule's length differs) has the FLOPs the trainer
+  # multiplies by its steps/s.
+  per_step = tiny_step_flops
   assert per_step > 0
   for r in rows:
     assert "mfu" not in r  # no peak known for a CPU
     steps_per_sec = r["images_per_sec"] / config.input.batch_size
     assert r["tflops_per_device"] == pytest.approx(per_step * steps_per_sec / 1e12, rel=1e-3)
+
+
+def test_micro_batches_do_not_change_the_step_flops(tiny_step_flops):
+  # XLA counts the micro-batch loop's body once; scaled by its trips, 4 micro-batches of 2 are
+  # the work of one batch of 8 (plus the optimizer update counted 4 times: 8% of this tiny model).
+  one = tiny_step_flops
+  four = _step_flops(tu.tiny_config("mae", **{"optim.accum_steps": 4}))
+  assert one <= four <= 1.3 * one
