@@ -9,12 +9,14 @@ The train state is a plain dict pytree:
   batch_stats   LUT only: the student heads' BatchNorm statistics
   teacher       LUT only: EMA of the encoder and projector ({'params', 'batch_stats'})
 """
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from mimjax import checkpoint
+from mimjax import errors
 from mimjax import optim
 from mimjax.models import lut
 from mimjax.models import mae
@@ -70,6 +72,9 @@ def shape_only_optimizer(config) -> optax.GradientTransformation:
 
 def restore_state(workdir: str, step: int | None = None):
   """(config, step, state) of a workdir's checkpoint (latest by default), on one local device."""
+  if not epath.Path(workdir).is_dir():
+    raise errors.PathNotFoundError(f"{workdir!r} is not a directory: give a training workdir "
+                                   "(the --workdir of mimjax-train)")
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:
