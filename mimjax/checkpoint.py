@@ -76,6 +76,7 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     directory = checkpoint_dir(workdir)
     self._directory = directory
+    self._saving = None  # the step of the latest save started
     if read_only and not os.path.isdir(directory):
       self._manager = None
       return
@@ -98,8 +99,10 @@ class Checkpointer:
     """Starts an asynchronous save; returns at once (the device arrays are copied first)."""
     meta = dict(format_version=FORMAT_VERSION, mimjax_version=mimjax.__version__,
                 checksums=fingerprint(state))
+    # An asynchronous save that failed reports it here, at the next save.
+    failing = self._saving if self._manager.is_saving_in_progress() else step
     # force: the trainer decides when to save, not orbax's interval policy.
-    with _out_of_space_as_error(self, step):
+    with _out_of_space_as_error(self, failing):
       self._manager.save(step, force=True, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           config=ocp.args.JsonSave(json.loads(config.to_json())),
@@ -132,7 +135,7 @@ class Checkpointer:
 
   def wait(self):
     if self._manager:
-      with _out_of_space_as_error(self, getattr(self, "_saving", None)):
+      with _out_of_space_as_error(self, self._saving):
         self._manager.wait_until_finished()
 
   def close(self):

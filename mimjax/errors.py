@@ -43,7 +43,8 @@ def _verbose_requested(argv=None) -> bool:
   from absl import flags
   if "verbose" in flags.FLAGS and flags.FLAGS.is_parsed():
     return flags.FLAGS.verbose
-  return any(a in ("--verbose", "-verbose", "--verbose=true") for a in argv or sys.argv)
+  return any(a.lower() in ("--verbose", "-verbose", "--verbose=true", "--verbose=1")
+             for a in argv or sys.argv)
 
 
 def one_line(error: BaseException | str) -> str:
@@ -119,7 +120,7 @@ def _parse_error_message(error: BaseException) -> str:
 
 
 def _config_file_traceback_line(error: BaseException) -> str | None:
-  """'FILE, line N: Kind: message' for an exception raised inside a config file."""
+  """'the config file FILE raised Kind: message (line N)' when `error` came from a config file."""
   frames = traceback.extract_tb(error.__traceback__)
   package = os.path.dirname(os.path.abspath(__file__))
   inside = [f for f in frames if f.filename.endswith(".py") and "-packages" not in f.filename

@@ -9,12 +9,14 @@ The train state is a plain dict pytree:
   ...           what the method adds (`Method.extra_state`); LUT: `batch_stats`, the student
                 heads' BatchNorm statistics, and `teacher`, the EMA of the encoder and projector
 """
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from mimjax import checkpoint
+from mimjax import errors
 from mimjax import methods
 from mimjax import optim
 
@@ -50,6 +52,9 @@ def shape_only_optimizer(config) -> optax.GradientTransformation:
 
 def restore_state(workdir: str, step: int | None = None):
   """(config, step, state) of a workdir's checkpoint (latest by default), on one local device."""
+  if not epath.Path(workdir).is_dir():
+    raise errors.PathNotFoundError(f"{workdir!r} is not a directory: give a training workdir "
+                                   "(the --workdir of mimjax-train)")
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:

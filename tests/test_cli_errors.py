@@ -120,3 +120,8 @@ def test_export_to_an_output_that_cannot_be_created(tmp_path):
   blocker.write_text("")
   with pytest.raises(errors.UserError, match="--out: cannot create"):
     export_cli.export_workdir(V1, None, "hf", str(blocker / "out"))
+
+
+def test_export_from_a_path_that_does_not_exist(tmp_path):
+  with pytest.raises(errors.PathNotFoundError, match="is not a directory: give a training workdir"):
+    export_cli.export_workdir(str(tmp_path / "nothing"), None, "hf", str(tmp_path / "out"))
