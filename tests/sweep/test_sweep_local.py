@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -99,7 +100,7 @@ def test_report_while_killed_shows_where_each_trial_stood(sweep_run):
 
 def test_report_numbers_equal_each_trials_metrics(sweep_run):
   root = sweep_run["root"]
-  result = sh.run([sh.sys.executable, sh.SWEEP_CLI, f"--report={root}"])
+  result = sh.run([sys.executable, sh.SWEEP_CLI, f"--report={root}"])
   assert result.returncode == 0, result.stderr[-3000:]
   table = result.stdout.splitlines()
   assert table[0].split() == ["trial", "overrides", "status", "step", "final_loss", "best_loss"]

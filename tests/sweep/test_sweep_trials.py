@@ -1,8 +1,4 @@
 """Sweep files, trial names and validation: every bad input is one clear line, before any run."""
-import json
-import os
-import subprocess
-
 import pytest
 
 from mimjax import checkpoint
