@@ -7,13 +7,13 @@ any moment leaves only complete checkpoints behind; leftovers are cleaned on the
 """
 import json
 import logging
-import os
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
 from mimjax import errors
+from mimjax import storage
 
 SUBDIR = "checkpoints"
 
@@ -33,7 +33,7 @@ class CheckpointError(errors.UserError, ValueError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), SUBDIR)
+  return storage.join(workdir, SUBDIR)
 
 
 class Checkpointer:
@@ -41,7 +41,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     directory = checkpoint_dir(workdir)
-    if read_only and not os.path.isdir(directory):
+    if read_only and not storage.path(directory).is_dir():
       self._manager = None
       return
     if read_only:

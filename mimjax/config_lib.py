@@ -3,7 +3,6 @@
 Config files (`configs/*.py`) build on `base_config`; derived values (steps from epochs, the
 learning rate from the batch size) are computed by the trainer from the config, never stored in it.
 """
-import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -179,7 +178,9 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
     _check(c.lut.bc_weight >= 0, "lut.bc_weight", "must be >= 0")
     _check(c.model.head_hidden >= 1, "model.head_hidden", "must be >= 1")
   if c.init_from:
-    _check(os.path.isdir(c.init_from), "init_from",
+    from mimjax import storage  # local: keeps the config module free of storage clients
+    storage.check_bucket(c.init_from)
+    _check(storage.path(c.init_from).is_dir(), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
   try:
     data.validate_config(c.input, method=c.method, num_processes=num_processes,

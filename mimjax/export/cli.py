@@ -45,8 +45,10 @@ def run(argv):
   else:
     export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,
                      image_size=config.input.image_size)
-  print(f"Exported step {step} of {os.path.abspath(FLAGS.workdir)} ({FLAGS.format}) to "
-        f"{os.path.abspath(FLAGS.out)}: {sorted(os.listdir(FLAGS.out))}", flush=True)
+  from mimjax import storage
+  out = storage.path(FLAGS.out)
+  print(f"Exported step {step} of {storage.path(FLAGS.workdir)} ({FLAGS.format}) to {out}: "
+        f"{sorted(p.name for p in out.iterdir())}", flush=True)
 
 
 def main():
