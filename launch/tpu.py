@@ -124,7 +124,10 @@ class Slice:
     """Starts the trainer detached (it outlives this ssh), then follows its log to the end."""
     trainer = common.show([self.args.python, *common.TRAINER, *trainer_args, "--distributed",
                            f"--num_processes={self.hosts}", f"--process_id={worker}"])
-    inner = shlex.quote(f"{trainer}; echo $? > {RC}")
+    # The wrapper passes SIGTERM (preemption, a stop) on to the trainer, which saves before it
+    # exits, and records the trainer's exit code for whoever follows the log.
+    inner = shlex.quote(f"{trainer} & c=$!; trap 'kill -TERM $c' TERM; s=0; "
+                        f"while kill -0 $c 2>/dev/null; do wait $c; s=$?; done; echo $s > {RC}")
     return (f"cd {REMOTE_CODE} && "
             # A trainer left by an earlier launch still holds the chips: stop it by its pid.
             f"if [ -f {PID} ] && kill -0 -- -$(cat {PID}) 2>/dev/null; then "

@@ -3,7 +3,10 @@ import os
 
 import pytest
 
+from mimjax import train
+from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
+from tests.launch import launch_utils
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +23,11 @@ def gcs(tmp_path_factory):
       os.environ.pop(key, None)
     else:
       os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+  """The losses of an uninterrupted one-process local run, for every run here to match."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  train.train(tu.tiny_config("mae", **launch_utils.STEPS), workdir)
+  return workdir

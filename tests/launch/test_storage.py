@@ -16,41 +16,16 @@ from mimjax import storage
 from mimjax import train
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
+from tests.launch import launch_utils as lu
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
-STEPS = dict(total_steps=6, ckpt_every_steps=2)
-
-
-def _losses(workdir) -> dict[int, float]:
-  return {r["step"]: r["loss"] for r in metric_files.read(workdir)}
-
-
-def _start(args) -> subprocess.Popen:
-  return subprocess.Popen(args, env=tu.cli_env(), cwd=tu.ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
-
-
-def _read_until(process: subprocess.Popen, marker: str) -> str:
-  seen = []
-  for line in process.stdout:
-    seen.append(line)
-    if marker in line:
-      return "".join(seen)
-  raise AssertionError(f"{marker!r} never printed:\n{''.join(seen)}")
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted local run of the tiny MAE demo."""
-  workdir = str(tmp_path_factory.mktemp("reference"))
-  train.train(tu.tiny_config("mae", **STEPS), workdir)
-  return workdir
+STEPS = lu.STEPS
 
 
 def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   workdir = f"{BUCKET}/killed"
-  run = _start(tu.train_cmd("mae", workdir, **STEPS))
-  _read_until(run, "step 5/6")  # the save of step 4 has begun, so step 2's is complete
+  run = lu.start(tu.train_cmd("mae", workdir, **STEPS))
+  lu.read_until(run, "step 5/6")  # the save of step 4 has begun, so step 2's is complete
   run.send_signal(signal.SIGKILL)
   run.wait()
   assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() in (2, 4)
@@ -58,7 +33,7 @@ def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   resumed = tu.run_cli(tu.train_cmd("mae", workdir, **STEPS))
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert f"Resuming from {workdir}/checkpoints at step" in resumed.stdout
-  assert _losses(workdir) == tu.losses(reference)  # one run's rows, equal to the local run's
+  assert lu.losses(workdir) == tu.losses(reference)  # one run's rows, equal to the local run's
   assert list(storage.path(f"{workdir}/tensorboard").glob("events.out.tfevents.*"))
   assert not storage.path(f"{workdir}/{metric_files.JSONL}").exists()  # chunks, not an append
 
@@ -73,9 +48,9 @@ def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
 
 def test_storage_outage_during_saves_is_retried_through(gcs):
   workdir = f"{BUCKET}/outage"
-  run = _start(tu.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
+  run = lu.start(tu.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
   try:
-    _read_until(run, "step 5/12")  # the save of step 4 is in flight
+    lu.read_until(run, "step 5/12")  # the save of step 4 is in flight
     gcs.stop()
     time.sleep(3)
   finally:
@@ -83,7 +58,7 @@ def test_storage_outage_during_saves_is_retried_through(gcs):
   rest = run.communicate(timeout=240)[0]
   assert run.returncode == 0, rest
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]
-  assert sorted(_losses(workdir)) == list(range(1, 13))
+  assert sorted(lu.losses(workdir)) == list(range(1, 13))
 
 
 def test_missing_bucket_is_refused_in_seconds(gcs):
