@@ -79,12 +79,13 @@ def load_config(trainer_args: list[str]):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
 
+  config_args = ["launch"] + [a for i, a in enumerate(trainer_args) if a.startswith("--config")
+                              or (i and trainer_args[i - 1] == "--config")]
   values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
-  config_args = [a for i, a in enumerate(trainer_args)
-                 if a.startswith("--config") or (i and trainer_args[i - 1] == "--config")]
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                  sys_argv=config_args)
   try:
-    values(["launch", *config_args])
+    values(config_args)
   except Exception as e:  # pylint: disable=broad-except
     while isinstance(e, BaseException) and e.args and isinstance(e.args[0], BaseException):
       e = e.args[0]
