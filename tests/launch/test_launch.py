@@ -190,7 +190,7 @@ def test_a_failing_worker_stops_the_others_and_its_code_is_returned(cloud, gcs, 
   start = time.monotonic()
   out = _run(_tpu_argv("crash", f"{BUCKET}/tpu_crash", "--keep"), timeout=300)
   assert out.returncode == 3, out.stdout + out.stderr
-  assert "[1] worker failing on purpose with 3" in out.stdout
+  assert "[1] RuntimeError: worker1 fails on purpose with exit code 3" in out.stdout
   assert "worker 1 exited with 3; stopped the others" in out.stderr
   worker0 = int((cloud / "tpus" / "crash" / "worker0" / "mimjax.pid").read_text())
   for _ in range(100):  # worker 0's trainer, which waited for worker 1, is stopped
@@ -225,3 +225,19 @@ def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, r
   assert "requeueing job" in text and f"job {job} (restart 1)" in text
   assert "Resuming from" in text
   assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+
+
+def test_launching_a_live_run_again_attaches_to_it(cloud, gcs, reference):
+  workdir = f"{BUCKET}/tpu_attach"
+  first = lu.start(_tpu_argv("attach", workdir), env=_env())
+  lu.read_until(first, "[0] step 2/6")
+  first.kill()  # the launcher dies (a closed laptop); the trainers on the slice run on
+  first.wait()
+  second = _run(_tpu_argv("attach", workdir), timeout=300)
+  assert second.returncode == 0, second.stdout + second.stderr
+  assert f"a run of {workdir} is alive on attach: attaching" in second.stdout
+  assert "[0] step 6/6" in second.stdout and "MAE mu/4" in second.stdout  # the log from the start
+  calls = (cloud / "calls.log").read_text()
+  assert calls.count("tpu-vm create attach") == 1 and calls.count("process_id=0") == 1
+  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert not (cloud / "tpus" / "attach").exists()

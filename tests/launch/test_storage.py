@@ -1,7 +1,5 @@
 """gs:// workdirs against a local Cloud Storage emulator: train, kill, resume, export, load, outages."""
-import os
 import signal
-import subprocess
 import sys
 import threading
 import time
