@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "ml-collections==1.1.0",
     "clu==0.0.12",
+    "gcsfs==2026.10.1",  # gs:// paths through etils.epath (TensorFlow's client is not used)
     "importlib_resources==7.1.0",  # tfds needs it on Python 3.11 but does not declare it.
     "absl-py",
     "numpy",
@@ -26,7 +27,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # PyTorch consumers of the exported weights; torch==2.13.0 must be installed first (CPU wheel),
     # and timm goes in with --no-deps (the Makefile does both).
-    "test": ["pytest", "torch==2.13.0", "transformers"],
+    "test": ["pytest", "torch==2.13.0", "transformers",
+             "gcp-storage-emulator==2026.7.19"],  # a local Cloud Storage for the gs:// tests
     # libtpu at jax's pin: runs on TPU VMs, and lets mimjax-compile compile for TPU slices anywhere.
     "tpu": ["jax[tpu]==0.10.2"],
     # CUDA 12 wheels of the GPU plugin at jax's version (with the CUDA libraries from PyPI).

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mimjax import errors
+from mimjax import storage
 from mimjax.export import common
 from mimjax.export import hf_vitmae
 from mimjax.models import mae
@@ -71,7 +72,7 @@ def _load_from_export(path: str):
 
 
 def _is_workdir(path: str) -> bool:
-  return os.path.isdir(os.path.join(path, "checkpoints"))
+  return storage.path(path).joinpath("checkpoints").is_dir()
 
 
 def _load_from_workdir(path: str):
@@ -96,11 +97,13 @@ _LOADERS = [
 
 
 def _find_loader(path: str) -> _Loader:
-  if os.path.isdir(path):
+  storage.check_bucket(path)
+  directory = storage.path(path)
+  if directory.is_dir():
     for loader in _LOADERS:
       if loader.matches(path):
         return loader
-  found = sorted(os.listdir(path))[:20] if os.path.isdir(path) else "no such directory"
+  found = sorted(p.name for p in directory.iterdir())[:20] if directory.is_dir() else "no such directory"
   expected = "; or ".join(loader.expects for loader in _LOADERS)
   raise errors.PathNotFoundError(f"cannot load a pre-trained model from {path!r}: expected a directory "
                           f"holding {expected} (found: {found})")

@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 import mimjax
 from mimjax import errors
+from mimjax import storage
 
 SUBDIR = "checkpoints"
 DAMAGED_SUBDIR = "checkpoints_damaged"  # damaged checkpoints are moved here, never deleted
@@ -67,7 +68,7 @@ class FutureFormatError(CheckpointError):
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), SUBDIR)
+  return storage.join(workdir, SUBDIR)
 
 
 class Checkpointer:
@@ -77,7 +78,7 @@ class Checkpointer:
     directory = checkpoint_dir(workdir)
     self._directory = directory
     self._saving = None  # the step of the latest save started
-    if read_only and not os.path.isdir(directory):
+    if read_only and not storage.path(directory).is_dir():
       self._manager = None
       return
     if read_only:

@@ -3,7 +3,6 @@
 The recipes are config files (`configs/*.py`) built on `base_config`; derived values (steps from epochs, the
 learning rate from the batch size) are computed by the trainer from the config, never stored in it.
 """
-import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -158,7 +157,9 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
   _check(0 < o.layer_decay <= 1, "optim.layer_decay", f"{o.layer_decay} must lie in (0, 1]")
   method.validate(c, _check)
   if c.init_from:
-    _check(os.path.isdir(c.init_from), "init_from",
+    from mimjax import storage  # local: keeps the config module free of storage clients
+    storage.check_bucket(c.init_from)
+    _check(storage.path(c.init_from).is_dir(), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
   if not check_data:
     return

@@ -1,13 +1,15 @@
-"""Metric writers: TensorBoard (clu), `metrics.jsonl`, and a console progress line with ETA."""
-import json
+"""Metric writers: TensorBoard (clu), `metrics.jsonl`, and a console progress line with ETA.
+
+The workdir may be a gs:// URL: see metric_files.py for how each file is written there.
+"""
 import math
-import os
 import time
 
 import numpy as np
-from clu import metric_writers
 
-JSONL = "metrics.jsonl"
+from mimjax import metric_files
+
+JSONL = metric_files.JSONL
 
 
 def _format_duration(seconds: float) -> str:
@@ -29,12 +31,8 @@ class MetricsLogger:
     self._last = (time.monotonic(), start_step)
     if not is_main:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self.jsonl_path = os.path.join(workdir, JSONL)
-    _truncate_after(self.jsonl_path, start_step)
-    self._jsonl = open(self.jsonl_path, "a")
-    self._writer = metric_writers.AsyncWriter(
-        metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
+    self._jsonl = metric_files.JsonLines(workdir, start_step)
+    self._writer = metric_files.TensorBoard(workdir)
 
   def throughput(self, step: int, images_per_step: int) -> tuple[float, float]:
     """(images/s since the last call, seconds left at that pace)."""
@@ -50,8 +48,7 @@ class MetricsLogger:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._writer.write_scalars(step, scalars)
-    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-    self._jsonl.flush()
+    self._jsonl.write({"step": step, **scalars})
     eta = scalars.get("eta_seconds", math.inf)
     mfu = f"MFU {scalars['mfu']:.1%} | " if "mfu" in scalars else ""
     print(f"step {step}/{self.total_steps} | loss {scalars['loss']:.4f} | "
@@ -62,18 +59,14 @@ class MetricsLogger:
     if self.is_main:
       self._writer.write_images(step, images)
 
+  def flush(self):
+    """Makes everything written so far durable in the workdir (called at each checkpoint)."""
+    if self.is_main:
+      self._jsonl.flush()
+      self._writer.flush()
+
   def close(self):
     if self.is_main:
-      self._writer.flush()
       self._writer.close()
       self._jsonl.close()
-
-
-def _truncate_after(path: str, step: int):
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(path, "w") as f:
-    f.writelines(lines)
 

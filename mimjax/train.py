@@ -23,10 +23,12 @@ from mimjax import data
 from mimjax import errors
 from mimjax import flops
 from mimjax import methods
+from mimjax import metric_files
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
+from mimjax import storage
 from mimjax import workdir_lock
 from mimjax.models import masking
 from mimjax.models import vit
@@ -216,6 +218,7 @@ class _Termination:
 def train(config: ml_collections.ConfigDict, workdir: str):
   """Pre-trains per `config` in `workdir`; returns the final state."""
   config_lib.validate(config, jax.process_count(), jax.device_count())
+  storage.prepare_workdir(workdir)
   with workdir_lock.hold(workdir):  # one run per workdir
     try:
       return _train(config, workdir)
@@ -273,7 +276,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
 
   def save(step):
     check_finite(state)
-    ckpt.save(step, state, config)
+    with storage.saving(checkpoint.checkpoint_dir(workdir), step):
+      writer.flush()  # the metrics up to a checkpoint survive a kill, wherever the workdir is
+      ckpt.save(step, state, config)
 
   try:
     for step in range(start_step, total_steps):
@@ -307,13 +312,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         save(done)
       if stop:
         break
-    ckpt.wait()
+    with storage.saving(checkpoint.checkpoint_dir(workdir), int(state["step"])):
+      ckpt.wait()
   finally:
     termination.close()
     writer.close()
     ckpt.close()
   if is_main:
     print(f"Done. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; TensorBoard: "
-          f"{workdir}/tensorboard; metrics: {workdir}/{metrics_lib.JSONL}", flush=True)
+          f"{workdir}/tensorboard; metrics: {metric_files.location(workdir)}", flush=True)
   return state
 

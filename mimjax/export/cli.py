@@ -52,6 +52,7 @@ def export_workdir(workdir: str, step: int | None, fmt: str, out: str, num_class
   """Writes `step` (default: the latest) of `workdir` as `fmt` ('hf' or 'timm') into `out`."""
   from mimjax import export
   from mimjax import state as state_lib
+  from mimjax import storage
 
   config, step, state = state_lib.restore_state(workdir, step)
   _make_output_dir(out)
@@ -64,8 +65,8 @@ def export_workdir(workdir: str, step: int | None, fmt: str, out: str, num_class
   else:
     export.save_timm(params, kwargs, out, num_classes=num_classes,
                      image_size=config.input.image_size, global_pool=global_pool)
-  print(f"Exported step {step} of {os.path.abspath(workdir)} ({fmt}) to "
-        f"{os.path.abspath(out)}: {sorted(os.listdir(out))}", flush=True)
+  print(f"Exported step {step} of {storage.path(workdir)} ({fmt}) to {storage.path(out)}: "
+        f"{sorted(p.name for p in storage.path(out).iterdir())}", flush=True)
 
 
 def _make_output_dir(out: str):

@@ -11,6 +11,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from mimjax import storage
 from mimjax.models import mae
 from mimjax.models import vit
 from mimjax.export.rules import ConversionError
@@ -89,14 +90,18 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str, write):
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-" + os.path.basename(path))
-  os.close(fd)
+def _atomic_write(path: str, data: bytes):
+  """Writes `data` to `path` (a local path or a URL) so that readers never see a partial file."""
+  target = storage.path(path)
+  target.parent.mkdir(parents=True, exist_ok=True)
+  if storage.is_remote(path):
+    target.write_bytes(data)  # an object appears whole, once its upload completes
+    return
+  fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-" + target.name)
   try:
-    write(tmp)
-    os.replace(tmp, path)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, target)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
@@ -111,25 +116,22 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str, metadata: Map
                           f"tensor(s): {', '.join(sorted(bad))}")
   arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
   meta = {"format": "pt", **{str(k): str(v) for k, v in metadata.items()}}
-  _atomic_write(path, lambda tmp: safetensors.numpy.save_file(arrays, tmp, metadata=meta))
+  _atomic_write(path, safetensors.numpy.save(arrays, metadata=meta))
 
 
 def load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-  with safetensors.safe_open(path, framework="np") as f:
-    return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+  data = storage.path(path).read_bytes()
+  # The metadata sits in the JSON header: 8 bytes of little-endian length, then the header.
+  header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+  return safetensors.numpy.load(data), dict(header.get("__metadata__") or {})
 
 
 def save_json(obj: Mapping[str, Any], path: str):
-  text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
-  def write(tmp):
-    with open(tmp, "w") as f:
-      f.write(text)
-  _atomic_write(path, write)
+  _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def load_json(path: str) -> dict[str, Any]:
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(storage.path(path).read_text())
 
 
 def count(shapes: Mapping[str, tuple[int, ...]]) -> int:

@@ -13,13 +13,13 @@ etc. (the published facebook/vit-mae-* checkpoints); transformers 5 renamed them
 (`vit.layers.N.attention.q_proj`) and renames old checkpoints on load. `save_hf` writes the legacy
 names by default, which both read; every naming is read back.
 """
-import os
 import warnings
 from typing import Any, Mapping
 
 import numpy as np
 
 from mimjax import errors
+from mimjax import storage
 from mimjax.export import common
 from mimjax.export import rules as R
 from mimjax.models import vit
@@ -198,26 +198,27 @@ def save_hf(params, model_kwargs: Mapping[str, Any], image_size: int, out_dir: s
   """Writes `out_dir/{model.safetensors, config.json}` for `ViTMAEForPreTraining.from_pretrained`."""
   kwargs = common.arch_kwargs(model_kwargs)
   state = to_hf_state_dict(params, kwargs, image_size, naming)
-  common.save_safetensors(state, os.path.join(out_dir, common.WEIGHTS_FILE), {
+  common.save_safetensors(state, storage.join(out_dir, common.WEIGHTS_FILE), {
       "layout": "transformers.ViTMAEForPreTraining", "producer": "mimjax.export",
       "mimjax_version": common.mimjax_version(), "variant": kwargs["variant"],
       "image_size": image_size})
-  common.save_json(hf_config(kwargs, image_size), os.path.join(out_dir, common.CONFIG_FILE))
+  common.save_json(hf_config(kwargs, image_size), storage.join(out_dir, common.CONFIG_FILE))
   return out_dir
 
 
 def is_hf_dir(path: str) -> bool:
-  return all(os.path.isfile(os.path.join(path, f)) for f in (common.CONFIG_FILE, common.WEIGHTS_FILE))
+  return all(storage.path(path).joinpath(f).is_file() for f in (common.CONFIG_FILE, common.WEIGHTS_FILE))
 
 
 def load_hf(path: str) -> tuple[dict[str, Any], dict[str, Any], int]:
   """A ViTMAE directory (config.json + model.safetensors) -> (MAE kwargs, params, image_size)."""
   if not is_hf_dir(path):
-    found = sorted(os.listdir(path)) if os.path.isdir(path) else "not a directory"
+    found = (sorted(p.name for p in storage.path(path).iterdir())
+             if storage.path(path).is_dir() else "not a directory")
     raise errors.PathNotFoundError(
         f"{path!r} is not a ViTMAE export: expected {common.CONFIG_FILE} and {common.WEIGHTS_FILE} "
         f"(found: {found}); pickled pytorch_model.bin files are not read")
-  config = common.load_json(os.path.join(path, common.CONFIG_FILE))
+  config = common.load_json(storage.join(path, common.CONFIG_FILE))
   model_kwargs, image_size = from_hf_config(config)
-  state, _ = common.load_safetensors(os.path.join(path, common.WEIGHTS_FILE))
+  state, _ = common.load_safetensors(storage.join(path, common.WEIGHTS_FILE))
   return model_kwargs, from_hf_state_dict(state, model_kwargs, image_size), image_size

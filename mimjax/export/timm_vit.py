@@ -16,11 +16,11 @@ fine-tuning layout of both papers: the mean of the patch tokens, through a fresh
 `VisionTransformer(**config['model_args'])` / `timm.create_model(config['architecture'],
 pretrained=False, **config['model_args'])` and `load_state_dict(strict=True)`.
 """
-import os
 from typing import Any, Mapping
 
 import numpy as np
 
+from mimjax import storage
 from mimjax.export import common
 from mimjax.export import rules as R
 from mimjax.models import vit
@@ -170,9 +170,9 @@ def save_timm(params, model_kwargs: Mapping[str, Any], out_dir: str, num_classes
   state = to_timm_state_dict(params, model_kwargs, image_size, num_classes, head_seed,
                              global_pool)
   config = timm_config(model_kwargs, image_size, num_classes, global_pool)
-  common.save_safetensors(state, os.path.join(out_dir, common.WEIGHTS_FILE), {
+  common.save_safetensors(state, storage.join(out_dir, common.WEIGHTS_FILE), {
       "layout": "timm.VisionTransformer", "producer": "mimjax.export",
       "mimjax_version": common.mimjax_version(), "variant": config["mimjax"]["variant"],
       "image_size": image_size, "num_classes": num_classes})
-  common.save_json(config, os.path.join(out_dir, common.CONFIG_FILE))
+  common.save_json(config, storage.join(out_dir, common.CONFIG_FILE))
   return out_dir

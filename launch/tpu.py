@@ -1,0 +1,272 @@
+r"""Runs mimjax-train on a Cloud TPU VM slice (a pod: every host runs one process).
+
+  python launch/tpu.py --name mae-l16 --zone us-central1-a --accelerator_type v5litepod-16 \
+      -- --config configs/mae.py:variant=L/16,dataset=imagenet2012 --workdir gs://BUCKET/mae-l16
+
+Steps: check the config against the slice's devices (and, when mimjax/compile.py is present,
+that it fits in the chips' memory); check the gs:// workdir is writable; create the slice
+(`gcloud compute tpus tpu-vm create`, or `queued-resources create` with --queued); ship this
+checkout (git archive, recorded in WORKDIR/launch/) and install it with the `tpu` extra on every
+worker; stop a stale trainer of an earlier launch that still holds the chips (by its pid); run
+`mimjax.main ... --distributed` on all workers, streaming worker 0's log and every worker's
+errors; when one worker fails, stop the others and exit with its code; delete the slice unless
+--keep. With --spot, a preempted slice is recreated and the same command run again: it resumes
+from the workdir's last checkpoint. Launching again while the run is alive attaches to it.
+--dry_run prints every gcloud command and changes nothing.
+"""
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import common
+
+# Family -> (TensorCores per chip as the name counts them, chips per host, runtime version).
+# v4/v5p names count TensorCores (2 per chip; JAX sees one device per chip); v5e/v6e count chips.
+FAMILIES = {
+    "v4": (2, 4, "tpu-ubuntu2204-base"),
+    "v5p": (2, 4, "v2-alpha-tpuv5"),
+    "v5litepod": (1, 4, "v2-alpha-tpuv5-lite"),
+    "v6e": (1, 4, "v2-alpha-tpuv6e"),
+}
+SINGLE_HOST_MAX = {"v5litepod": 8, "v6e": 8}  # up to 8 chips on one host
+REMOTE_CODE = "~/mimjax"
+PID, LOG, RC, WORKDIR = "~/mimjax.pid", "~/mimjax.log", "~/mimjax.rc", "~/mimjax.workdir"
+
+
+def topology(accelerator_type: str) -> tuple[int, int]:
+  """(hosts, JAX devices per host) of an accelerator type such as v5litepod-16 or v4-32."""
+  match = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator_type)
+  if not match or int(match.group(2)) % FAMILIES[match.group(1)][0]:
+    raise common.LaunchError(
+        f"unknown --accelerator_type {accelerator_type!r}: expected FAMILY-SIZE with FAMILY one "
+        f"of {sorted(FAMILIES)}, e.g. v5litepod-16, v6e-8, v4-32, v5p-16")
+  family, size = match.group(1), int(match.group(2))
+  cores_per_chip, chips_per_host, _ = FAMILIES[family]
+  chips = size // cores_per_chip
+  if chips <= SINGLE_HOST_MAX.get(family, chips_per_host):
+    return 1, chips
+  if chips % chips_per_host:
+    raise common.LaunchError(f"--accelerator_type {accelerator_type}: {chips} chips is not a "
+                             f"whole number of {chips_per_host}-chip hosts")
+  return chips // chips_per_host, chips_per_host
+
+
+def _parser():
+  p = argparse.ArgumentParser(prog="launch/tpu.py", description=__doc__.split("\n\n")[0])
+  p.add_argument("--name", required=True, help="The slice (TPU VM) name.")
+  p.add_argument("--zone", required=True, help="e.g. us-central1-a; the bucket's region.")
+  p.add_argument("--accelerator_type", required=True, help="e.g. v5litepod-16, v4-32.")
+  p.add_argument("--runtime_version", default=None, help="Default: the family's base image.")
+  p.add_argument("--project", default=None, help="Default: gcloud's configured project.")
+  p.add_argument("--spot", action="store_true", help="Spot capacity; recreate when preempted.")
+  p.add_argument("--queued", action="store_true", help="Create through queued-resources.")
+  p.add_argument("--keep", action="store_true", help="Keep the slice at the end (it bills).")
+  p.add_argument("--max_restarts", type=int, default=20, help="Spot: preemptions to survive.")
+  p.add_argument("--python", default="python3", help="The workers' Python interpreter.")
+  p.add_argument("--skip_compile_check", action="store_true",
+                 help="Do not check with mimjax.compile that the config fits in memory.")
+  p.add_argument("--dry_run", action="store_true", help="Print the commands; run nothing.")
+  return p
+
+
+class Slice:
+  """The gcloud commands for one slice."""
+
+  def __init__(self, args):
+    self.args = args
+    self.hosts, self.devices_per_host = topology(args.accelerator_type)
+    family = args.accelerator_type.split("-")[0]
+    self.runtime = args.runtime_version or FAMILIES[family][2]
+
+  def _where(self) -> list[str]:
+    where = [f"--zone={self.args.zone}"]
+    return where + ([f"--project={self.args.project}"] if self.args.project else [])
+
+  def tpu_vm(self, verb: str, *rest: str) -> list[str]:
+    return ["gcloud", "compute", "tpus", "tpu-vm", verb, *rest, *self._where()]
+
+  def create(self) -> list[str]:
+    spot = ["--spot"] if self.args.spot else []
+    if self.args.queued:
+      return ["gcloud", "compute", "tpus", "queued-resources", "create", self.args.name,
+              f"--node-id={self.args.name}", *self._where(),
+              f"--accelerator-type={self.args.accelerator_type}",
+              f"--runtime-version={self.runtime}", *spot]
+    return self.tpu_vm("create", self.args.name, f"--accelerator-type={self.args.accelerator_type}",
+                       f"--version={self.runtime}", *spot)
+
+  def describe(self) -> list[str]:
+    return self.tpu_vm("describe", self.args.name, "--format=value(state)")
+
+  def delete(self) -> list[str]:
+    if self.args.queued:
+      return ["gcloud", "compute", "tpus", "queued-resources", "delete", self.args.name,
+              *self._where(), "--force", "--quiet"]
+    return self.tpu_vm("delete", self.args.name, "--quiet")
+
+  def scp(self, local: str, remote: str) -> list[str]:
+    return self.tpu_vm("scp", local, f"{self.args.name}:{remote}", "--worker=all")
+
+  def ssh(self, worker, command: str) -> list[str]:
+    return self.tpu_vm("ssh", self.args.name, f"--worker={worker}", f"--command={command}")
+
+  def install(self) -> str:
+    py = self.args.python
+    return (f"mkdir -p {REMOTE_CODE} && tar -xzf ~/mimjax_code.tar.gz -C {REMOTE_CODE} && "
+            f"cd {REMOTE_CODE} && {py} -m pip install -q '.[tpu]'")
+
+  def run(self, worker: int, trainer_args: list[str], workdir: str) -> str:
+    """Starts the trainer detached (it outlives this ssh), then follows its log to the end."""
+    trainer = common.show([self.args.python, *common.TRAINER, *trainer_args, "--distributed",
+                           f"--num_processes={self.hosts}", f"--process_id={worker}"])
+    # The wrapper passes SIGTERM (preemption, a stop) on to the trainer, which saves before it
+    # exits, and records the trainer's exit code for whoever follows the log.
+    inner = shlex.quote(f"{trainer} & c=$!; trap 'kill -TERM $c' TERM; s=0; "
+                        f"while kill -0 $c 2>/dev/null; do wait $c; s=$?; done; echo $s > {RC}")
+    return (f"cd {REMOTE_CODE} && "
+            # A trainer left by an earlier launch still holds the chips: stop it by its pid.
+            f"if [ -f {PID} ] && kill -0 -- -$(cat {PID}) 2>/dev/null; then "
+            f"echo stopping stale trainer $(cat {PID}); kill -9 -- -$(cat {PID}); sleep 2; fi; "
+            f"rm -f {RC}; echo {shlex.quote(workdir)} > {WORKDIR}; "
+            f"setsid nohup bash -c {inner} > {LOG} 2>&1 < /dev/null & echo $! > {PID}; "
+            f"{self.follow()}")
+
+  @staticmethod
+  def follow() -> str:
+    return f"tail -n +1 --pid=$(cat {PID}) -f {LOG}; exit $(cat {RC} 2>/dev/null || echo 1)"
+
+  @staticmethod
+  def alive(workdir: str) -> str:
+    return (f"[ -f {PID} ] && kill -0 -- -$(cat {PID}) 2>/dev/null && "
+            f"[ \"$(cat {WORKDIR})\" = {shlex.quote(workdir)} ]")
+
+  @staticmethod
+  def stop() -> str:
+    return f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; true"
+
+
+def _call(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
+  print(f"launch: {common.show(command)[:300]}", flush=True)
+  result = subprocess.run(command, capture_output=True, text=True)
+  if check and result.returncode:
+    raise common.LaunchError(f"{command[0]} {' '.join(command[1:5])} failed "
+                             f"({result.returncode}): {result.stderr.strip()[-500:]}")
+  return result
+
+
+def _state(tpu: Slice) -> str | None:
+  result = subprocess.run(tpu.describe(), capture_output=True, text=True)
+  return result.stdout.strip() if result.returncode == 0 else None
+
+
+def compile_check(args, trainer_args: list[str]) -> list[str] | None:
+  """The mimjax.compile memory check's command (None when this checkout has no such module)."""
+  if args.skip_compile_check:
+    return None
+  if not os.path.exists(os.path.join(common.ROOT, "mimjax", "compile.py")):
+    print("launch: mimjax/compile.py is not in this checkout: skipping the memory check",
+          file=sys.stderr)
+    return None
+  config_args = [a for i, a in enumerate(trainer_args)
+                 if a.startswith("--config") or (i and trainer_args[i - 1] == "--config")]
+  return [sys.executable, "-m", "mimjax.compile", *config_args,
+          f"--topology={args.accelerator_type}", "--report=compile_report.json"]
+
+
+def _wait_active(tpu: Slice):
+  """Queued resources: wait until the slice exists and is READY."""
+  while _state(tpu) != "READY":
+    time.sleep(30)
+
+
+def _bring_up(tpu: Slice, archive: str):
+  state = _state(tpu)
+  if state is None:
+    _call(tpu.create())
+  if tpu.args.queued:
+    _wait_active(tpu)
+  _call(tpu.scp(archive, "~/mimjax_code.tar.gz"))
+  _call(tpu.ssh("all", tpu.install()))
+
+
+def _run(tpu: Slice, trainer_args, workdir, attach: bool) -> int:
+  if attach:
+    commands = [tpu.ssh(i, tpu.follow()) for i in range(tpu.hosts)]
+  else:
+    commands = [tpu.ssh(i, tpu.run(i, trainer_args, workdir)) for i in range(tpu.hosts)]
+  stop = lambda: subprocess.run(tpu.ssh("all", tpu.stop()), capture_output=True)
+  return common.run_workers(commands, stop_all=stop)
+
+
+def launch(argv: list[str]) -> int:
+  own, trainer_args = common.split_argv(argv)
+  args = _parser().parse_args(own)
+  tpu = Slice(args)
+  workdir = common.workdir_of(trainer_args)
+  common.check_shared_workdir(workdir, "TPU slice")
+  target = f"{args.accelerator_type} ({tpu.hosts} hosts x {tpu.devices_per_host} chips)"
+  check = compile_check(args, trainer_args)
+
+  if args.dry_run:
+    print(f"# {target}; code: git archive of this checkout, recorded in {workdir}/launch/")
+    if check:
+      print(common.show(check))
+    print(common.show(tpu.create()))
+    print(common.show(tpu.scp("code.tar.gz", "~/mimjax_code.tar.gz")))
+    print(common.show(tpu.ssh("all", tpu.install())))
+    for i in range(tpu.hosts):
+      print(common.show(tpu.ssh(i, tpu.run(i, trainer_args, workdir))))
+    if not args.keep:
+      print(common.show(tpu.delete()))
+    return 0
+
+  common.check_config(common.load_config(trainer_args), tpu.hosts * tpu.devices_per_host,
+                      tpu.hosts, target)
+  if check:
+    result = subprocess.run(check, cwd=common.ROOT)
+    if result.returncode == 1:
+      raise common.LaunchError(f"the config does not fit in the memory of {target} (see "
+                               "compile_report.json): use a bigger slice, more FSDP or remat")
+    if result.returncode:
+      raise common.LaunchError(f"the memory check {common.show(check)} failed "
+                               f"({result.returncode})")
+  common.check_workdir(workdir)
+
+  if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
+    print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
+    return _finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
+
+  archive = os.path.join(tempfile.mkdtemp(prefix="mimjax_ship_"), "code.tar.gz")
+  sha = common.ship(workdir, archive)
+  print(f"launch: {target}, code {sha[:12]}", flush=True)
+  restarts = 0
+  while True:
+    _bring_up(tpu, archive)
+    code = _run(tpu, trainer_args, workdir, attach=False)
+    if not args.spot or _state(tpu) not in (None, "PREEMPTED", "TERMINATED", "STOPPED"):
+      return _finish(tpu, code)
+    restarts += 1
+    if restarts > args.max_restarts:
+      print(f"launch: preempted {restarts} times: giving up", file=sys.stderr)
+      return _finish(tpu, code or 1)
+    print(f"launch: {args.name} was preempted: recreating it and resuming "
+          f"(restart {restarts})", flush=True)
+    _call(tpu.delete(), check=False)
+
+
+def _finish(tpu: Slice, code: int) -> int:
+  if tpu.args.keep:
+    print(f"launch: keeping {tpu.args.name} (it bills until deleted): "
+          f"{common.show(tpu.delete())}", flush=True)
+  else:
+    _call(tpu.delete(), check=False)
+  return code
+
+
+if __name__ == "__main__":
+  common.main("launch/tpu.py", launch)

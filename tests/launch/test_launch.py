@@ -1,0 +1,243 @@
+"""The launchers end to end, with stand-in gcloud/sbatch/srun on PATH and the storage emulator.
+
+The stand-ins (tests/launch/bin/) carry out what they are asked with local processes and the
+environment the real ones give; the trainers they start are the real ones.
+"""
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import trainer_utils as tu
+from tests.launch import gcs_emulator
+from tests.launch import launch_utils as lu
+
+BUCKET = f"gs://{gcs_emulator.BUCKET}"
+STEPS = lu.STEPS
+L16 = ["--config", "configs/mae.py:variant=L/16,dataset=imagenet2012", "--workdir", "gs://b/r"]
+
+
+@pytest.fixture
+def cloud(tmp_path, monkeypatch):
+  """The stand-ins first on PATH; their state (and log of calls) under tmp_path."""
+  state = tmp_path / "cloud"
+  state.mkdir()
+  monkeypatch.setenv("PATH", os.path.join(lu.HERE, "bin") + os.pathsep + os.environ["PATH"])
+  monkeypatch.setenv("MIMJAX_FAKE_CLOUD", str(state))
+  monkeypatch.setenv("MIMJAX_TEST_PYTHON", sys.executable)
+  return state
+
+
+def _env(devices: int = 1) -> dict:
+  return dict(tu.cli_env(devices), JAX_PLATFORMS="cpu")
+
+
+def _run(args, timeout=120) -> subprocess.CompletedProcess:
+  return subprocess.run(args, env=_env(), cwd=tu.ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _import(target: str):
+  """launch/TARGET.py as a module (in-process checks of bad input)."""
+  sys.path.insert(0, os.path.join(tu.ROOT, "launch"))
+  spec = importlib.util.spec_from_file_location(f"launch_{target}",
+                                                os.path.join(tu.ROOT, "launch", f"{target}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# ---------------------------------------------------------------------------------------------
+# --dry_run: the documented command forms, nothing called.
+# ---------------------------------------------------------------------------------------------
+def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
+  out = _run(lu.launcher("tpu") + ["--name", "mae-l16", "--zone", "us-central1-a",
+                                   "--accelerator_type", "v5litepod-16", "--spot",
+                                   "--skip_compile_check", "--dry_run", "--", *L16])
+  assert out.returncode == 0, out.stderr
+  lines = [l for l in out.stdout.splitlines() if not l.startswith("#")]
+  # https://cloud.google.com/tpu/docs/managing-tpus-tpu-vm: create, scp, ssh --worker, delete.
+  assert lines[0] == ("gcloud compute tpus tpu-vm create mae-l16 --accelerator-type=v5litepod-16 "
+                      "--version=v2-alpha-tpuv5-lite --spot --zone=us-central1-a")
+  assert lines[1].startswith("gcloud compute tpus tpu-vm scp code.tar.gz "
+                             "'mae-l16:~/mimjax_code.tar.gz' --worker=all")
+  assert lines[2].startswith("gcloud compute tpus tpu-vm ssh mae-l16 --worker=all '--command=")
+  assert "pip install -q '\"'\"'.[tpu]'\"'\"'" in lines[2]
+  runs = lines[3:7]  # v5litepod-16: 4 hosts of 4 chips, one trainer each
+  for i, line in enumerate(runs):
+    assert line.startswith(f"gcloud compute tpus tpu-vm ssh mae-l16 --worker={i} '--command=")
+    assert "--distributed --num_processes=4 --process_id=%d" % i in line
+    assert "configs/mae.py:variant=L/16,dataset=imagenet2012" in line and "gs://b/r" in line
+  assert lines[7] == "gcloud compute tpus tpu-vm delete mae-l16 --quiet --zone=us-central1-a"
+  assert not (cloud / "calls.log").exists()  # no cloud call, offline
+
+  queued = _run(lu.launcher("tpu") + ["--name", "q", "--zone", "europe-west4-b",
+                                      "--accelerator_type", "v6e-8", "--queued", "--keep",
+                                      "--skip_compile_check", "--dry_run", "--", *L16])
+  lines = [l for l in queued.stdout.splitlines() if not l.startswith("#")]
+  # https://cloud.google.com/tpu/docs/queued-resources
+  assert lines[0] == ("gcloud compute tpus queued-resources create q --node-id=q "
+                      "--zone=europe-west4-b --accelerator-type=v6e-8 "
+                      "--runtime-version=v2-alpha-tpuv6e")
+  assert len([l for l in lines if "--process_id=" in l]) == 1  # v6e-8: one host
+  assert "delete" not in lines[-1]  # --keep
+
+
+def test_slurm_dry_run_prints_a_valid_sbatch_script(cloud, tmp_path):
+  out = _run(lu.launcher("slurm") + ["--nodes", "2", "--gpus_per_node", "8", "--partition", "gpu",
+                                     "--time", "24:00:00", "--account", "vision", "--dry_run",
+                                     "--", "--config", "configs/mae.py:variant=L/16",
+                                     "--workdir", "/shared/runs/l16"])
+  assert out.returncode == 0, out.stderr
+  text = out.stdout.split("\n", 1)[1]
+  # https://slurm.schedmd.com/sbatch.html and srun.html
+  for directive in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--requeue",
+                    "--signal=B:USR1@300", "--partition=gpu", "--time=24:00:00",
+                    "--account=vision", "--output=/shared/runs/l16/launch/logs/%x-%j.out"):
+    assert f"#SBATCH {directive}\n" in text
+  assert re.search(r"^srun --kill-on-bad-exit=1 \S+python\S* -m mimjax.main --config "
+                   r"configs/mae.py:variant=L/16 --workdir /shared/runs/l16 --distributed &$",
+                   text, re.M)
+  assert "scontrol requeue \"$SLURM_JOB_ID\"" in text and "trap requeue USR1" in text
+  script = tmp_path / "job.sbatch"
+  script.write_text(text)
+  assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+  assert not (cloud / "slurm").exists() and not os.path.exists("/shared/runs/l16")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, nothing started.
+# ---------------------------------------------------------------------------------------------
+def test_no_command_after_the_separator_is_one_line(cloud):
+  for argv in (["--processes", "2"], ["--processes", "2", "--"]):
+    out = _run(lu.launcher("local") + argv)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("launch/local.py: error: ")
+    assert "after `--`" in out.stderr
+
+
+@pytest.mark.parametrize("accelerator, trainer, message", [
+    ("v9-16", ["--workdir", f"{BUCKET}/x"], "unknown --accelerator_type 'v9-16'"),
+    ("v4-16", ["--workdir", "/tmp/run"], "is a local path, but the hosts of a TPU slice"),
+    ("v4-16", ["--workdir", f"{BUCKET}/x", "--config.input.batch_size=12"],
+     "config.input.batch_size=12 .* does not divide on the 8 devices of v4-16"),
+    ("v4-16", ["--workdir", "gs://no-such-bucket/x"], "bucket gs://no-such-bucket does not exist"),
+])
+def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, accelerator, trainer,
+                                                             message):
+  tpu = _import("tpu")
+  argv = ["--name", "t", "--zone", "z", "--accelerator_type", accelerator, "--skip_compile_check",
+          "--", f"--config={tu.ROOT}/configs/mae.py:demo", *trainer]
+  with pytest.raises(tpu.common.LaunchError, match=message):
+    tpu.launch(argv)
+  assert not (cloud / "calls.log").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end.
+# ---------------------------------------------------------------------------------------------
+def test_local_two_processes_train_like_one(cloud, tmp_path, reference):
+  workdir = str(tmp_path / "local2")
+  out = _run(lu.launcher("local") + ["--processes", "2", "--",
+                                     *tu.cli_flags("mae", workdir, **STEPS)], timeout=300)
+  assert out.returncode == 0, out.stdout + out.stderr
+  assert "[0] step 6/6" in out.stdout and "[1] step" not in out.stdout  # worker 0's log only
+  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  recorded = os.path.join(workdir, "launch")
+  sha = subprocess.run(["git", "-C", tu.ROOT, "rev-parse", "HEAD"], capture_output=True,
+                       text=True).stdout.strip()
+  assert open(os.path.join(recorded, "git_sha")).read().startswith(sha)
+  assert any(f.startswith("uncommitted-") for f in os.listdir(recorded))
+
+
+def _tpu_argv(name, workdir, *extra):
+  return lu.launcher("tpu") + ["--name", name, "--zone", "us-central1-a", "--accelerator_type",
+                               "v4-16", "--skip_compile_check", *extra, "--",
+                               *tu.cli_flags("mae", workdir, **STEPS)]
+
+
+def _preempt(cloud, name):
+  """What Compute Engine does to a spot slice: mark it preempted, SIGTERM the processes."""
+  slice_dir = cloud / "tpus" / name
+  (slice_dir / "state").write_text("PREEMPTED\n")
+  for worker in sorted(slice_dir.glob("worker*")):
+    os.killpg(int((worker / "mimjax.pid").read_text()), signal.SIGTERM)
+
+
+def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
+  workdir = f"{BUCKET}/tpu_spot"
+  launch = lu.start(_tpu_argv("spot", workdir, "--spot"), env=_env())
+  lu.read_until(launch, "[0] step 3/6")
+  _preempt(cloud, "spot")
+  rest = launch.communicate(timeout=400)[0]
+  assert launch.returncode == 0, rest
+  assert "was preempted: recreating it and resuming" in rest
+  assert f"[0] Resuming from {workdir}/checkpoints at step" in rest
+  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  calls = (cloud / "calls.log").read_text()
+  assert calls.count("tpu-vm create spot") == 2 and calls.count("tpu-vm delete spot") == 2
+  assert "pip install -q .[tpu]" in calls or "'.[tpu]'" in calls
+  assert not (cloud / "tpus" / "spot").exists()  # deleted at the end
+
+
+def test_a_failing_worker_stops_the_others_and_its_code_is_returned(cloud, gcs, monkeypatch):
+  monkeypatch.setenv("MIMJAX_TEST_FAIL", "worker1:3")
+  start = time.monotonic()
+  out = _run(_tpu_argv("crash", f"{BUCKET}/tpu_crash", "--keep"), timeout=300)
+  assert out.returncode == 3, out.stdout + out.stderr
+  assert "[1] RuntimeError: worker1 fails on purpose with exit code 3" in out.stdout
+  assert "worker 1 exited with 3; stopped the others" in out.stderr
+  worker0 = int((cloud / "tpus" / "crash" / "worker0" / "mimjax.pid").read_text())
+  for _ in range(100):  # worker 0's trainer, which waited for worker 1, is stopped
+    try:
+      os.killpg(worker0, 0)
+      time.sleep(0.1)
+    except ProcessLookupError:
+      break
+  else:
+    pytest.fail("worker 0's trainer is still running")
+  assert time.monotonic() - start < 240
+
+
+def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, reference):
+  workdir = f"{BUCKET}/slurm"
+  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "2", "--",
+                                     *tu.cli_flags("mae", workdir, **STEPS)])
+  assert out.returncode == 0, out.stderr
+  job = re.search(r"Submitted job (\d+)", out.stdout).group(1)
+  log = re.search(r"log: +(\S+)", out.stdout).group(1)
+  state = cloud / "slurm"
+  deadline = time.monotonic() + 300
+  while not (os.path.exists(log) and "step 3/6" in open(log).read()):
+    assert time.monotonic() < deadline, open(log).read() if os.path.exists(log) else "no log"
+    time.sleep(0.5)
+  os.kill(int((state / f"{job}.pid").read_text()), signal.SIGUSR1)  # SLURM's --signal=B:USR1
+  while not (state / f"{job}.rc").exists():
+    assert time.monotonic() < deadline, open(log).read()
+    time.sleep(0.5)
+  text = open(log).read()
+  assert (state / f"{job}.rc").read_text() == "0", text
+  assert "requeueing job" in text and f"job {job} (restart 1)" in text
+  assert "Resuming from" in text
+  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+
+
+def test_launching_a_live_run_again_attaches_to_it(cloud, gcs, reference):
+  workdir = f"{BUCKET}/tpu_attach"
+  first = lu.start(_tpu_argv("attach", workdir), env=_env())
+  lu.read_until(first, "[0] step 2/6")
+  first.kill()  # the launcher dies (a closed laptop); the trainers on the slice run on
+  first.wait()
+  second = _run(_tpu_argv("attach", workdir), timeout=300)
+  assert second.returncode == 0, second.stdout + second.stderr
+  assert f"a run of {workdir} is alive on attach: attaching" in second.stdout
+  assert "[0] step 6/6" in second.stdout and "MAE mu/4" in second.stdout  # the log from the start
+  calls = (cloud / "calls.log").read_text()
+  assert calls.count("tpu-vm create attach") == 1 and calls.count("process_id=0") == 1
+  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert not (cloud / "tpus" / "attach").exists()

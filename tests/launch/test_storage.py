@@ -1,0 +1,111 @@
+"""gs:// workdirs against a local Cloud Storage emulator: train, kill, resume, export, load, outages."""
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import mimjax
+from mimjax import checkpoint
+from mimjax import metric_files
+from mimjax import storage
+from mimjax import train
+from tests import trainer_utils as tu
+from tests.launch import gcs_emulator
+from tests.launch import launch_utils as lu
+
+BUCKET = f"gs://{gcs_emulator.BUCKET}"
+STEPS = lu.STEPS
+
+
+def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
+  workdir = f"{BUCKET}/killed"
+  run = lu.start(tu.train_cmd("mae", workdir, **STEPS))
+  lu.read_until(run, "step 5/6")  # the save of step 4 has begun, so step 2's is complete
+  run.send_signal(signal.SIGKILL)
+  run.wait()
+  assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() in (2, 4)
+
+  resumed = tu.run_cli(tu.train_cmd("mae", workdir, **STEPS))
+  assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+  assert f"Resuming from {workdir}/checkpoints at step" in resumed.stdout
+  assert lu.losses(workdir) == tu.losses(reference)  # one run's rows, equal to the local run's
+  assert list(storage.path(f"{workdir}/tensorboard").glob("events.out.tfevents.*"))
+  assert not storage.path(f"{workdir}/{metric_files.JSONL}").exists()  # chunks, not an append
+
+  exported = tu.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
+                         "--format=hf", f"--out={workdir}/export_hf"])
+  assert exported.returncode == 0, exported.stderr
+  from_gs = mimjax.load_pretrained(f"{workdir}/export_hf")
+  local = mimjax.load_pretrained(reference)
+  images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+  np.testing.assert_allclose(from_gs.encode(images), local.encode(images), rtol=1e-5, atol=1e-5)
+
+
+def test_storage_outage_during_saves_is_retried_through(gcs):
+  workdir = f"{BUCKET}/outage"
+  run = lu.start(tu.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
+  try:
+    lu.read_until(run, "step 5/12")  # the save of step 4 is in flight
+    gcs.stop()
+    time.sleep(3)
+  finally:
+    gcs.start()
+  rest = run.communicate(timeout=240)[0]
+  assert run.returncode == 0, rest
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]
+  assert sorted(lu.losses(workdir)) == list(range(1, 13))
+
+
+def test_missing_bucket_is_refused_in_seconds(gcs):
+  start = time.monotonic()
+  with pytest.raises(storage.StorageError, match="bucket gs://no-such-bucket does not exist"):
+    train.train(tu.tiny_config("mae"), "gs://no-such-bucket/run")
+  with pytest.raises(storage.StorageError, match="gs://no-such-bucket does not exist"):
+    mimjax.load_pretrained("gs://no-such-bucket/export")
+  assert time.monotonic() - start < 10
+
+
+def test_a_workdir_private_to_each_host_is_refused(tmp_path):
+  """Two "hosts" whose workdir path names a different folder on each (a per-host /tmp)."""
+  folders = [tmp_path / "host0", tmp_path / "host1"]
+  for f in folders:
+    f.mkdir()
+  barrier = threading.Barrier(2)
+  tokens = {}
+
+  def broadcast(token):
+    tokens.setdefault("first", token) if threading.current_thread().name == "p0" else None
+    barrier.wait()
+    return tokens["first"]
+
+  errors = {}
+
+  def process(index):
+    try:
+      storage.check_shared(folders[index], index, 2, broadcast, lambda name: barrier.wait())
+    except storage.StorageError as e:
+      errors[index] = str(e)
+
+  threads = [threading.Thread(target=process, args=(i,), name=f"p{i}") for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=30)
+  assert list(errors) == [1]
+  assert "process 1 does not see the workdir" in errors[1] and "gs://" in errors[1]
+  assert not list(folders[0].iterdir())  # the marker is cleaned up
+
+  shared = tmp_path / "shared"
+  shared.mkdir()
+  results = []
+  threads = [threading.Thread(target=lambda i=i: results.append(
+      storage.check_shared(shared, i, 2, broadcast, lambda name: barrier.wait())), name=f"p{i}")
+             for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join(timeout=30)
+  assert results == [None, None]
