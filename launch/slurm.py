@@ -8,8 +8,8 @@ GPU, which is what `jax.distributed.initialize()` assumes under SLURM); `srun --
 so that one failed task ends the step; `--signal=B:USR1@SECONDS` before the time limit, on which
 the script sends SIGTERM to the tasks (the trainer saves and exits) and requeues the job;
 `--requeue` so that a preempted job runs again. A requeued job resumes from the workdir's last
-checkpoint. The code runs from a snapshot of this checkout in WORKDIR/launch/code (sha and
-uncommitted diff recorded next to it), so later edits do not change a queued job. Prints the
+checkpoint. The code runs from a snapshot of this checkout in --launch_dir/code (sha and
+uncommitted diff recorded in WORKDIR/launch/), so later edits do not change a queued job. Prints the
 job id and the log paths. --dry_run prints the script and submits nothing.
 """
 import argparse
@@ -35,6 +35,10 @@ def _parser():
                  help="Seconds before the time limit at which the trainer is told to save.")
   p.add_argument("--python", default=sys.executable,
                  help="The Python with mimjax's dependencies on the nodes (a shared venv).")
+  p.add_argument("--launch_dir", default=None,
+                 help="Where the code snapshot, the script and the logs go, on the shared "
+                 "filesystem (default: WORKDIR/launch, or ~/mimjax_launch/JOB_NAME for a gs:// "
+                 "workdir).")
   p.add_argument("--dry_run", action="store_true", help="Print the script; submit nothing.")
   return p
 
@@ -87,11 +91,10 @@ def launch(argv: list[str]) -> int:
     raise common.LaunchError(f"--workdir {workdir} is relative: give the nodes an absolute path "
                              "on the shared filesystem, or gs://BUCKET/RUN")
   from mimjax import storage  # pylint: disable=g-import-not-at-top
-  shipped = storage.join(workdir, common.SHIPPED)
-  code_dir = (os.path.join(os.path.abspath(".mimjax_launch"), "code")
-              if storage.is_remote(workdir) else os.path.join(shipped, "code"))
-  log_dir = (os.path.abspath(".mimjax_launch") if storage.is_remote(workdir)
-             else os.path.join(shipped, "logs"))
+  launch_dir = os.path.abspath(os.path.expanduser(
+      args.launch_dir or (os.path.join("~", "mimjax_launch", args.job_name)
+                          if storage.is_remote(workdir) else storage.join(workdir, common.SHIPPED))))
+  code_dir, log_dir = os.path.join(launch_dir, "code"), os.path.join(launch_dir, "logs")
   text = script(args, trainer_args, code_dir, log_dir)
   if args.dry_run:
     print(f"# sbatch {log_dir}/{args.job_name}.sbatch; code: git archive of this checkout "

@@ -204,15 +204,17 @@ def test_a_failing_worker_stops_the_others_and_its_code_is_returned(cloud, gcs, 
   assert time.monotonic() - start < 240
 
 
-def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, reference):
+def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, reference,
+                                                                   tmp_path):
   workdir = f"{BUCKET}/slurm"
-  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "2", "--",
+  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "2",
+                                     "--launch_dir", str(tmp_path / "launch"), "--",
                                      *tu.cli_flags("mae", workdir, **STEPS)])
   assert out.returncode == 0, out.stderr
   job = re.search(r"Submitted job (\d+)", out.stdout).group(1)
   log = re.search(r"log: +(\S+)", out.stdout).group(1)
   state = cloud / "slurm"
-  deadline = time.monotonic() + 300
+  deadline = time.monotonic() + 600
   while not (os.path.exists(log) and "step 3/6" in open(log).read()):
     assert time.monotonic() < deadline, open(log).read() if os.path.exists(log) else "no log"
     time.sleep(0.5)
@@ -225,6 +227,7 @@ def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, r
   assert "requeueing job" in text and f"job {job} (restart 1)" in text
   assert "Resuming from" in text
   assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert (tmp_path / "launch" / "code" / "mimjax" / "train.py").is_file()  # the snapshot ran
 
 
 def test_launching_a_live_run_again_attaches_to_it(cloud, gcs, reference):
