@@ -84,7 +84,10 @@ def run_until(proc, workdir, target_step, in_save, timeout):
   while proc.poll() is None and time.time() < deadline:
     if logged_step(workdir) >= target_step and (not in_save or saving(workdir)):
       proc.send_signal(signal.SIGKILL)
-      return "inside a save" if saving(workdir) else f"at step {logged_step(workdir)}"
+      step = logged_step(workdir)
+      if in_save:
+        return f"inside a save (logged step {step})"
+      return f"at step {step}" + (" (a save was under way)" if saving(workdir) else "")
     time.sleep(0.001 if in_save else 0.005)
   if proc.poll() is None:
     proc.send_signal(signal.SIGKILL)
