@@ -92,7 +92,8 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
   _check_trainer_flags(trainer_flags)
   if "://" not in root:
     root = os.path.abspath(root)  # the trials may start elsewhere (SLURM nodes)
-  probe = local.start_probe() if target == "local" else None
+  devices = local.cpu_only() if target == "local" else None
+  probe = local.start_probe() if target == "local" and devices is None else None
   try:
     base = trials_lib.Base(trials_lib.absolute_config_spec(config), tuple(trainer_flags))
     sweep_overrides = trials_lib.load_sweep(sweep)
@@ -103,7 +104,8 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
       probe.kill()
       probe.wait()
     raise
-  devices = local.finish_probe(probe) if probe is not None else None
+  if probe is not None:
+    devices = local.finish_probe(probe)
   if target == "local":
     num_processes, num_devices = 1, local.share(devices, parallel or 1)
   else:

@@ -28,6 +28,15 @@ class Devices:
   count: int
 
 
+def cpu_only() -> Devices | None:
+  """The devices when JAX_PLATFORMS=cpu fixes them (no probe needed), else None."""
+  if os.environ.get("JAX_PLATFORMS", "").strip().lower() != "cpu":
+    return None
+  match = re.search(r"--xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
+  count = os.environ.get("JAX_NUM_CPU_DEVICES") or (match.group(1) if match else "1")
+  return Devices("cpu", int(count))
+
+
 def start_probe() -> subprocess.Popen:
   """Asks a short-lived process which devices a trainer started here would see.
 

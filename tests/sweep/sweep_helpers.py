@@ -28,7 +28,8 @@ def sweep_cmd(sweep_file: str, root: str, *flags, trainer_flags=()) -> list[str]
 
 
 def env(path_first: str | None = None) -> dict:
-  e = tu.cli_env()
+  """The trainer tests' environment, CPU only (the sweep then needs no device probe)."""
+  e = dict(tu.cli_env(), JAX_PLATFORMS="cpu")
   if path_first:
     e["PATH"] = f"{path_first}:{e['PATH']}"
   return e

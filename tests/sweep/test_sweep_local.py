@@ -137,7 +137,8 @@ def test_eval_metrics_get_columns_and_panels(sweep_run, tmp_path):
   assert panels.shape[1] > 1.8 * panels.shape[0]  # two panels side by side
 
 
-def test_an_added_trial_is_the_only_one_to_run(sweep_run, capsys):
+def test_an_added_trial_is_the_only_one_to_run(sweep_run, capsys, monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)  # the device probe's path, for once
   root, tmp = sweep_run["root"], sweep_run["tmp"]
   before = manifest.path(root).read_text()
   grid = sh.write_sweep(tmp / "grid5.py", GRID + [{"model.mask_ratio": 0.9, "optim.base_lr": 1e-3}])
@@ -150,7 +151,8 @@ def test_an_added_trial_is_the_only_one_to_run(sweep_run, capsys):
   assert manifest.path(root).read_text() == before  # a dry run writes nothing
 
 
-def test_a_changed_base_config_is_refused_naming_the_trial(sweep_run):
+def test_a_changed_base_config_is_refused_naming_the_trial(sweep_run, monkeypatch):
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   grid = sh.write_sweep(sweep_run["tmp"] / "grid1.py", GRID[:1])
   flags = sh.tiny_flags(**RUN) + ["--config.optim.weight_decay=0.1"]
   with pytest.raises(trials.SweepError, match=(

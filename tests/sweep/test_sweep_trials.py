@@ -68,6 +68,17 @@ def test_devices_are_split_into_disjoint_sets(monkeypatch):
     local.share(local.Devices("tpu", 4), 2)
 
 
+def test_cpu_only_environments_need_no_probe(monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  assert local.cpu_only() is None
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.delenv("JAX_NUM_CPU_DEVICES", raising=False)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+  assert local.cpu_only() == local.Devices("cpu", 3)
+  monkeypatch.setenv("JAX_NUM_CPU_DEVICES", "2")
+  assert local.cpu_only() == local.Devices("cpu", 2)
+
+
 def _build(overrides, flags=()):
   base = trials.Base(trials.absolute_config_spec(sh.CONFIG), tuple(sh.tiny_flags()) + flags)
   return launch.build_trials(base, overrides, None, num_processes=1, num_devices=1)
