@@ -10,6 +10,7 @@ from ml_collections import config_dict
 
 from mimjax import data
 from mimjax import errors
+from mimjax import evals
 from mimjax.models import vit
 
 METHODS = ("mae", "lut")
@@ -55,6 +56,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype; parameters are always float32
   c.model.attention_impl = config_dict.placeholder(str)  # None (XLA), 'xla' or 'cudnn'
   c.model.remat = False
+  c.model.num_registers = 0  # register tokens (Darcet et al. 2023); exports refuse them
   if method == "lut":
     c.model.head_hidden = 4096
 
@@ -84,6 +86,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.image_every_steps = 5000  # input / masked / reconstruction grids to TensorBoard; 0 = never
   c.init_from = ""  # a workdir or export dir to start from when the workdir has no checkpoint
+  # Evaluators run during training: name -> evals.make_config(type, ...) (see mimjax/evals).
+  c.evals = ml_collections.ConfigDict()
   return c
 
 
@@ -109,6 +113,9 @@ def apply_arg(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.C
     c.log_every_steps = 10
     c.ckpt_every_steps = 100
     c.image_every_steps = 100
+    # kNN accuracy on held-out crops of the bundled photos (one class per photo).
+    c.evals.knn = evals.make_config("knn", every_steps=100, train_split="train[:75%]",
+                                    val_split="train[75%:]")
   if "variant" in args:
     if args["variant"] not in VARIANTS:
       raise ConfigError(f"variant={args['variant']!r} is not a published recipe: use one of {VARIANTS}")
@@ -181,6 +188,11 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
   if c.init_from:
     _check(os.path.isdir(c.init_from), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
+  _check(c.model.get("num_registers", 0) >= 0, "model.num_registers", "must be >= 0")
+  try:
+    evals.validate(c, num_processes, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     data.validate_config(c.input, method=c.method, num_processes=num_processes,
                          num_devices=num_devices)
@@ -204,7 +216,7 @@ def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
 
 # The keys that fix the shapes of the train state: a checkpoint only resumes under the same values.
 STATE_KEYS = ("method", "model.variant", "model.decoder_width", "model.decoder_depth",
-              "model.decoder_heads", "model.head_hidden")
+              "model.decoder_heads", "model.head_hidden", "model.num_registers")
 
 
 def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict,

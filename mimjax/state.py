@@ -27,7 +27,7 @@ def model_kwargs(config: ml_collections.ConfigDict) -> dict:
   m = config.model
   return dict(variant=m.variant, mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss,
               decoder_width=m.decoder_width, decoder_depth=m.decoder_depth,
-              decoder_heads=m.decoder_heads)
+              decoder_heads=m.decoder_heads, num_registers=m.get("num_registers", 0))
 
 
 def build_model(config: ml_collections.ConfigDict) -> mae.MAE:

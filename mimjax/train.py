@@ -17,6 +17,7 @@ from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
+from mimjax import evals
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
@@ -253,6 +254,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
                                      start_step=start_step, mesh=mesh,
                                      batch_axes=sharding.BATCH_AXES)
   writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
+  evaluators = evals.Evaluators(config, model, mesh)
   termination = _Termination()
 
   def check_finite(state):
@@ -283,6 +285,7 @@ def train(config: ml_collections.ConfigDict, workdir: str):
         first = batch["image" if config.method == "mae" else "view1"]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
         writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
+      writer.write_eval_scalars(done, evaluators.maybe_run(state["params"], done, total_steps))
       stop = termination.requested(done)  # read once: the signal may land in the middle of a save
       if stop:
         print(f"SIGTERM: saving step {done} and exiting", flush=True)
