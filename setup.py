@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "scikit-image",  # real photos for the bundled offline dataset
     "scikit-learn",
+    "matplotlib==3.11.2",  # mimjax-analyze's figures
 ]
 
 EXTRAS_REQUIRE = {
@@ -39,5 +40,7 @@ setuptools.setup(
     entry_points={"console_scripts": [
         "mimjax-train = mimjax.main:main",
         "mimjax-export = mimjax.export.cli:main",
+        "mimjax-eval = mimjax.evals.cli:main",
+        "mimjax-analyze = mimjax.evals.analyze_cli:main",
     ]},
 )
