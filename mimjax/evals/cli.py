@@ -52,8 +52,8 @@ def evaluate(model_path: str, kind: str, out: str = "", **values) -> dict:
 
   pretrained = api.load_pretrained(model_path)
   config = config_lib.base_config("mae")
-  config.input.image_size = values.pop("image_size") or pretrained.image_size or 224
-  config.input.batch_size = values["batch_size"]
+  config.input.image_size = values.pop("image_size", 0) or pretrained.image_size or 224
+  config.input.batch_size = values.setdefault("batch_size", 64)
   keys = set(evals.make_config(kind))
   eval_config = evals.make_config(kind, **{k: v for k, v in values.items() if k in keys})
   config.evals[kind] = eval_config
