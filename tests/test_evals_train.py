@@ -15,7 +15,7 @@ from mimjax import evals
 from mimjax import sharding
 from mimjax import state as state_lib
 from mimjax import train
-from mimjax.evals import analyze_cli
+from mimjax.evals import analyze
 from mimjax.evals import cli as eval_cli
 from mimjax.models import masking
 from tests import trainer_utils as tu
@@ -131,11 +131,11 @@ def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
 
 
 def test_analyze_heads_flag():
-  assert analyze_cli.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
-  assert analyze_cli.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]
+  assert analyze.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
+  assert analyze.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]
   for bad in ("9:0", "1:3", "x"):
     with pytest.raises(errors.UserError, match=f"--heads: '{bad}'"):
-      analyze_cli.parse_heads([bad], 2, 3)
+      analyze.parse_heads([bad], 2, 3)
 
 
 def _free_port():

@@ -11,7 +11,6 @@ mean what config.input's keys mean. Prints the result and, with --out, writes it
 [CLS] token); linear_probe is MAE's protocol (see mimjax/evals/linear_probe.py).
 """
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
