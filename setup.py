@@ -21,7 +21,7 @@ INSTALL_REQUIRES = [
     "safetensors",
     "scikit-image",  # real photos for the bundled offline dataset
     "scikit-learn",
-    "matplotlib",  # sweep reports (report.png, Agg backend)
+    "matplotlib==3.11.2",  # sweep reports and mimjax-analyze's figures (Agg backend)
 ]
 
 EXTRAS_REQUIRE = {
@@ -48,5 +48,7 @@ setuptools.setup(
         "mimjax-export = mimjax.export.cli:main",
         "mimjax-sweep = mimjax.sweeps.cli:main",
         "mimjax-compile = mimjax.compile:main",
+        "mimjax-eval = mimjax.evals.cli:main",
+        "mimjax-analyze = mimjax.evals.analyze_cli:main",
     ]},
 )

@@ -13,6 +13,7 @@ The demo (a small ViT on the bundled offline photos, a few minutes on 2 CPU core
 Any key can be overridden: --config.total_steps=1000 --config.input.batch_size=1024
 """
 from mimjax import config_lib
+from mimjax import evals
 
 
 def pretraining_recipe(c):
@@ -46,6 +47,9 @@ def demo(c):
   c.log_every_steps = 10
   c.ckpt_every_steps = 100
   c.image_every_steps = 100
+  # kNN accuracy on held-out crops of the bundled photos (one class per photo) while it trains.
+  c.evals.knn = evals.make_config("knn", every_steps=100, train_split="train[:75%]",
+                                  val_split="train[75%:]")
 
 
 def get_config(arg=None):

@@ -28,8 +28,11 @@ class Pretrained:
 
   def __init__(self, model_kwargs: Mapping[str, Any], params: Mapping[str, Any],
                image_size: int | None = None, source: str = ""):
-    self.model_kwargs = common.arch_kwargs(model_kwargs)  # drops compute-only keys and LUT heads
-    self.model = mae.MAE(**self.model_kwargs)
+    # Register tokens live only in training workdirs (exports refuse them).
+    self.num_registers = int(model_kwargs.get("num_registers", 0))
+    self.model_kwargs = common.arch_kwargs(  # drops compute-only keys and LUT heads
+        {k: v for k, v in model_kwargs.items() if k != "num_registers"})
+    self.model = mae.MAE(**self.model_kwargs, num_registers=self.num_registers)
     self.params = jax.tree.map(jnp.asarray, {k: params[k] for k in ("encoder", "decoder")})
     self.image_size = image_size
     self.source = source

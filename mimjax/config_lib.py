@@ -9,6 +9,7 @@ from ml_collections import config_dict
 
 from mimjax import data
 from mimjax import errors
+from mimjax import evals
 from mimjax import methods
 from mimjax.models import vit
 
@@ -52,6 +53,7 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.model.dtype = "float32"  # compute dtype; parameters are always float32
   c.model.attention_impl = config_dict.placeholder(str)  # None (XLA), 'xla' or 'cudnn'
   c.model.remat = False
+  c.model.num_registers = 0  # register tokens (Darcet et al. 2023); exports refuse them
 
   c.optim = ml_collections.ConfigDict()
   c.optim.base_lr = 1.5e-4
@@ -77,6 +79,8 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.image_every_steps = 5000  # input / masked / reconstruction grids to TensorBoard; 0 = never
   c.init_from = ""  # a workdir or export dir to start from when the workdir has no checkpoint
+  # Evaluators run during training: name -> evals.make_config(type, ...) (see mimjax/evals).
+  c.evals = ml_collections.ConfigDict()
   methods.get(method).add_config(c)
   return c
 
@@ -161,8 +165,13 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
     storage.check_bucket(c.init_from)
     _check(storage.path(c.init_from).is_dir(), "init_from",
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
+  _check(c.model.get("num_registers", 0) >= 0, "model.num_registers", "must be >= 0")
   if not check_data:
     return
+  try:
+    evals.validate(c, num_processes, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   try:
     data.validate_config(c.input, method=method.data_kind, num_processes=num_processes,
                          num_devices=num_devices)
@@ -196,7 +205,7 @@ def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:
 
 # The keys that fix the shapes of the train state: a checkpoint only resumes under the same
 # values (with the method's own `shape_keys`).
-STATE_KEYS = ("method", "model.variant")
+STATE_KEYS = ("method", "model.variant", "model.num_registers")
 
 
 def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict,

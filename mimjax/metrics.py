@@ -55,6 +55,17 @@ class MetricsLogger:
           f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | {mfu}"
           f"ETA {_format_duration(eta) if math.isfinite(eta) else '?'}", flush=True)
 
+  def write_eval_scalars(self, step: int, scalars: dict[str, float]):
+    """Evaluator results ('knn/top1', 'knn/seconds', ...): TensorBoard, metrics.jsonl, console."""
+    if not self.is_main or not scalars:
+      return
+    scalars = {k: float(v) for k, v in scalars.items()}
+    self._writer.write_scalars(step, scalars)
+    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+    self._jsonl.flush()
+    print(f"step {step}/{self.total_steps} | " +
+          " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()), flush=True)
+
   def write_images(self, step: int, images: dict[str, np.ndarray]):
     if self.is_main:
       self._writer.write_images(step, images)

@@ -21,6 +21,7 @@ from mimjax import checkpoint
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
+from mimjax import evals
 from mimjax import flops
 from mimjax import methods
 from mimjax import metric_files
@@ -263,6 +264,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                                      batch_axes=sharding.BATCH_AXES)
   evaluator = method.make_evaluator(config, model, mesh, sharding.BATCH_AXES)
   writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
+  evaluators = evals.Evaluators(config, model, mesh)
   termination = _Termination()
 
   def check_finite(state):
@@ -305,6 +307,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         first = batch[method.image_key]
         grid = visualize(state["params"], first[:8], jax.random.key(done))
         writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
+      writer.write_eval_scalars(done, evaluators.maybe_run(state["params"], done, total_steps))
       stop = termination.requested(done)  # read once: the signal may land in the middle of a save
       if stop:
         print(f"SIGTERM: saving step {done} and exiting", flush=True)

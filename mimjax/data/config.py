@@ -8,6 +8,7 @@ from mimjax import errors
 METHODS = ('mae', 'lut', 'classify')  # the training pipelines (classify: with labels)
 ON_CORRUPT = ('fail', 'skip')
 OFFLINE = 'offline_photos'
+DIGITS = 'digits'  # sklearn's digits as 32 px colour images, 10 classes (mimjax/data/digits.py)
 FOLDER = 'folder'
 
 
@@ -22,7 +23,7 @@ class CorruptImageError(errors.UserError, RuntimeError):
 def make_default_config() -> ml_collections.ConfigDict:
   """The data section of a training config, with its defaults."""
   return ml_collections.ConfigDict(dict(
-      # 'offline_photos' (bundled), 'folder' (then `folder`), or a prepared tfds name.
+      # 'offline_photos' or 'digits' (bundled), 'folder' (then `folder`), or a prepared tfds name.
       dataset=OFFLINE,
       folder='',
       # tfds split (slices like 'train[:90%]' work); for folders 'train' is every image.

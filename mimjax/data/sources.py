@@ -33,8 +33,9 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
+from mimjax.data import digits
 from mimjax.data import offline
-from mimjax.data.config import DataConfigError, FOLDER, OFFLINE
+from mimjax.data.config import DIGITS, DataConfigError, FOLDER, OFFLINE
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 _SLICE = re.compile(r'^(?P<base>[\w-]+)(\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\])?$')
@@ -328,6 +329,8 @@ def get_source(cfg, split: str | None = None):
   split = cfg.split if split is None else split
   if cfg.dataset == OFFLINE:
     return FileSource(offline.build(cfg.get('cache_dir', '')), split)
+  if cfg.dataset == DIGITS:
+    return FileSource(digits.build(cfg.get('cache_dir', '')), split)
   if cfg.dataset == FOLDER:
     return FileSource(os.path.expanduser(cfg.folder), split)
   return TfdsSource(cfg.dataset, split, cfg.get('data_dir', ''))

@@ -36,6 +36,13 @@ def mimjax_version() -> str:
 
 def arch_kwargs(model_kwargs: Mapping[str, Any]) -> dict[str, Any]:
   """The architecture part of `MAE(**model_kwargs)`, with MAE's defaults filled in."""
+  if model_kwargs.get("num_registers", 0):
+    raise ConversionError(
+        f"the model has {model_kwargs['num_registers']} register tokens "
+        "(config.model.num_registers), which the timm and Hugging Face ViTs have no place for: "
+        "export a model trained with config.model.num_registers=0, or use it through "
+        "mimjax.load_pretrained(WORKDIR)")
+  model_kwargs = {k: v for k, v in model_kwargs.items() if k != "num_registers"}
   unknown = set(model_kwargs) - set(ARCH_KEYS) - set(COMPUTE_KEYS)
   if unknown:
     raise ValueError(f"unknown model_kwargs {sorted(unknown)}: expected MAE(...) arguments "

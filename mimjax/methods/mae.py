@@ -52,7 +52,7 @@ class MAE(base.Method):
     m = c.model
     return dict(variant=m.variant, mask_ratio=m.mask_ratio, norm_pix_loss=m.norm_pix_loss,
                 decoder_width=m.decoder_width, decoder_depth=m.decoder_depth,
-                decoder_heads=m.decoder_heads)
+                decoder_heads=m.decoder_heads, num_registers=m.get("num_registers", 0))
 
   def compute_kwargs(self, c):
     m = c.model

@@ -69,9 +69,11 @@ class MAE(nn.Module):
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
   remat: bool = False
+  num_registers: int = 0  # register tokens in the encoder (dropped at its output)
 
   def setup(self):
-    self.encoder = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat)
+    self.encoder = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat,
+                               self.num_registers)
     self.decoder = Decoder(vit.decode_variant(self.variant).patch, self.decoder_width,
                            self.decoder_depth, self.decoder_heads, dtype=self.dtype,
                            attention_impl=self.attention_impl, remat=self.remat)

@@ -115,7 +115,15 @@ class Attention(nn.Module):
         features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name)
     qkv = dense(3 * width, "qkv")(x).reshape(n, length, 3, self.heads, width // self.heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    if self.is_mutable_collection("intermediates"):
+      # Analysis only (apply with mutable=["intermediates"]): an explicit softmax whose weights
+      # (N, heads, queries, keys) are recorded; training takes the fused path below.
+      logits = jnp.einsum("nqhd,nkhd->nhqk", q, k).astype(jnp.float32) * q.shape[-1] ** -0.5
+      weights = jax.nn.softmax(logits, axis=-1)
+      self.sow("intermediates", "attention", weights)
+      out = jnp.einsum("nhqk,nkhd->nqhd", weights.astype(v.dtype), v)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
     return dense(width, "out")(out.reshape(n, length, width))
 
 
@@ -166,7 +174,9 @@ class Block(nn.Module):
     y = norm("norm2")(x)
     y = dense(self.mlp_dim, "fc1")(y)
     y = nn.gelu(y, approximate=False)
-    return x + drop(dense(x.shape[-1], "fc2")(y))
+    x = x + drop(dense(x.shape[-1], "fc2")(y))
+    self.sow("intermediates", "tokens", x)  # a no-op unless "intermediates" is mutable
+    return x
 
 
 class Transformer(nn.Module):
@@ -198,6 +208,8 @@ class Encoder(nn.Module):
 
   Returns (N, 1 + kept, width) tokens, cls first. `ids_keep=None` encodes every patch.
   `final_norm=False` leaves out the final LayerNorm (the fine-tuning classifier's layout).
+  `num_registers` learned register tokens (Darcet et al. 2023, no position embedding) follow the
+  cls token through the blocks and are dropped from the output.
   """
   variant: str = "B/16"
   dtype: jnp.dtype = jnp.float32
@@ -206,6 +218,7 @@ class Encoder(nn.Module):
   final_norm: bool = True
   drop_path: float = 0.0
   deterministic: bool = True
+  num_registers: int = 0
 
   @property
   def spec(self) -> VitSpec:
@@ -228,7 +241,15 @@ class Encoder(nn.Module):
       x = gather_tokens(x, ids_keep)
     cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, spec.width), jnp.float32)
     cls = jnp.broadcast_to(cls.astype(x.dtype) + pos[None, :1], (n, 1, spec.width))
-    x = jnp.concatenate([cls, x], axis=1)
-    return Transformer(spec.depth, spec.heads, spec.mlp_dim, self.dtype, self.attention_impl,
-                       self.remat, self.final_norm, self.drop_path, self.deterministic,
-                       name="transformer")(x)
+    prefix = [cls]
+    if self.num_registers:
+      registers = self.param("registers", nn.initializers.normal(0.02),
+                             (1, self.num_registers, spec.width), jnp.float32)
+      prefix.append(jnp.broadcast_to(registers.astype(x.dtype), (n, self.num_registers, spec.width)))
+    x = jnp.concatenate([*prefix, x], axis=1)
+    x = Transformer(spec.depth, spec.heads, spec.mlp_dim, self.dtype, self.attention_impl,
+                    self.remat, self.final_norm, self.drop_path, self.deterministic,
+                    name="transformer")(x)
+    if self.num_registers:
+      x = jnp.concatenate([x[:, :1], x[:, 1 + self.num_registers:]], axis=1)
+    return x

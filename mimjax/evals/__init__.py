@@ -1,0 +1,66 @@
+"""Evaluators run during training (on a schedule) or after it (mimjax-eval, mimjax-analyze).
+
+`config.evals` maps a name to an evaluator config (`make_config(type, ...)`, big_vision style):
+
+    c.evals.knn = evals.make_config("knn", every_steps=1000, val_split="validation")
+
+  registry.py         register / get by type name; the evaluator interface
+  features.py         frozen features of a split, sharded over the mesh
+  knn.py              "knn": weighted kNN accuracy (DINO's protocol)
+  reconstruction.py   "reconstruction": held-out MAE loss under fixed masks
+  linear_probe.py     "linear_probe": MAE's linear probe on features extracted once
+  analysis.py         attention distance and entropy, spectra, token norms (mimjax-analyze)
+
+The trainer calls `Evaluators(config, model, mesh)` once and `maybe_run(...)` after each step.
+"""
+import time
+
+from mimjax.evals import knn  # noqa: F401  (registers "knn")
+from mimjax.evals import linear_probe  # noqa: F401  (registers "linear_probe")
+from mimjax.evals import reconstruction  # noqa: F401  (registers "reconstruction")
+from mimjax.evals.registry import get, make_config, names, register
+
+__all__ = ["Evaluators", "get", "make_config", "names", "register", "validate"]
+
+
+def _entries(config):
+  return sorted(config.get("evals", {}).items())
+
+
+def validate(config, num_processes: int, num_devices: int):
+  """Raises ValueError naming the `config.evals.NAME.KEY` that cannot work."""
+  for name, e in _entries(config):
+    if e.get("type") not in names():
+      raise ValueError(f"config.evals.{name}.type: {e.get('type')!r} is not one of {names()}")
+    if not isinstance(e.every_steps, int) or e.every_steps < -1:
+      raise ValueError(f"config.evals.{name}.every_steps: {e.every_steps!r}: use N > 0 (every N "
+                       "steps and at the end), 0 (only at the end) or -1 (never)")
+    batch = e.batch_size or config.input.batch_size
+    if batch % num_devices or batch % num_processes:
+      raise ValueError(f"config.evals.{name}.batch_size: {batch} is not divisible by the "
+                       f"{num_devices} devices and {num_processes} processes")
+    cls = get(e.type)
+    if hasattr(cls, "validate"):
+      cls.validate(config, e, name, num_processes, num_devices)
+
+
+class Evaluators:
+  """The evaluators of `config.evals`, built once; `maybe_run` runs those due at a step."""
+
+  def __init__(self, config, model, mesh):
+    self.entries = [(name, e, get(e.type)(config, e, model, mesh))
+                    for name, e in _entries(config) if e.every_steps != -1]
+
+  def due(self, step: int, total_steps: int) -> list:
+    return [(name, evaluator) for name, e, evaluator in self.entries
+            if step == total_steps or (e.every_steps > 0 and step % e.every_steps == 0)]
+
+  def maybe_run(self, params, step: int, total_steps: int) -> dict[str, float]:
+    """{'NAME/SCALAR': value, 'NAME/seconds': cost} of the evaluators due at `step` (or {})."""
+    out = {}
+    for name, evaluator in self.due(step, total_steps):
+      start = time.perf_counter()
+      scalars = evaluator.run(params, step)
+      out.update({f"{name}/{k}": float(v) for k, v in scalars.items()})
+      out[f"{name}/seconds"] = time.perf_counter() - start
+    return out

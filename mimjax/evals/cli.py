@@ -1,0 +1,94 @@
+r"""mimjax-eval: kNN or linear-probe accuracy of a pre-trained encoder.
+
+  mimjax-eval --model workdirs/mae_demo --eval knn --train_split 'train[:75%]' \
+      --val_split 'train[75%:]' --out knn.json
+  mimjax-eval --model exports/mae_b16_hf --eval linear_probe --dataset imagenet2012 \
+      --data_dir DIR --train_split train --val_split validation
+
+--model is a training workdir or an export directory (mimjax.load_pretrained). The data flags
+mean what config.input's keys mean. Prints the result and, with --out, writes it as JSON
+({"top1", "top5", "eval", "model", ...}). kNN is DINO's weighted kNN (k=20, T=0.07, cosine, the
+[CLS] token); linear_probe is MAE's protocol (see mimjax/evals/linear_probe.py).
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+from absl import logging
+
+flags.DEFINE_string("model", None, "A training workdir or an export directory.")
+flags.DEFINE_enum("eval", None, ["knn", "linear_probe"], "Which evaluation.")
+flags.DEFINE_string("dataset", "offline_photos", "As config.input.dataset.")
+flags.DEFINE_string("folder", "", "As config.input.folder (with --dataset=folder).")
+flags.DEFINE_string("data_dir", "", "As config.input.data_dir (tfds).")
+flags.DEFINE_string("train_split", "train", "The labelled split to fit on (the kNN bank).")
+flags.DEFINE_string("val_split", "validation", "The split accuracy is measured on.")
+flags.DEFINE_integer("batch_size", 64, "Global batch for feature extraction.")
+flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.")
+flags.DEFINE_enum("feature", "cls", ["cls", "mean"], "[CLS] token or mean of the patch tokens.")
+flags.DEFINE_integer("k", 20, "kNN: neighbours.")
+flags.DEFINE_float("temperature", 0.07, "kNN: vote weight exp(similarity / T).")
+flags.DEFINE_integer("epochs", 90, "Linear probe: epochs over the extracted features.")
+flags.DEFINE_float("base_lr", 0.1, "Linear probe: lr = base_lr x batch / 256 (LARS).")
+flags.DEFINE_integer("probe_batch_size", 16384, "Linear probe: batch (at most the split's size).")
+flags.DEFINE_string("out", "", "Write the result as JSON to this file.")
+flags.mark_flags_as_required(["model", "eval"])
+FLAGS = flags.FLAGS
+
+
+def evaluate(model_path: str, kind: str, out: str = "", **values) -> dict:
+  """Loads the model, builds the evaluator from the flags' values, runs it; writes `out`
+  (JSON) when given and returns the result."""
+  import json  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from mimjax import api  # pylint: disable=g-import-not-at-top
+  from mimjax import config_lib  # pylint: disable=g-import-not-at-top
+  from mimjax import evals  # pylint: disable=g-import-not-at-top
+  from mimjax import sharding  # pylint: disable=g-import-not-at-top
+  from mimjax.evals import features  # pylint: disable=g-import-not-at-top
+
+  pretrained = api.load_pretrained(model_path)
+  config = config_lib.base_config("mae")
+  config.input.image_size = values.pop("image_size", 0) or pretrained.image_size or 224
+  config.input.batch_size = values.setdefault("batch_size", 64)
+  keys = set(evals.make_config(kind))
+  eval_config = evals.make_config(kind, **{k: v for k, v in values.items() if k in keys})
+  config.evals[kind] = eval_config
+  try:
+    evals.validate(config, jax.process_count(), jax.device_count())
+  except ValueError as e:
+    flag = str(e).replace(f"config.evals.{kind}.", "--")
+    raise config_lib.ConfigError(flag) from None
+  mesh = sharding.make_mesh(-1, 1)
+  evaluator = evals.get(kind)(config, eval_config, pretrained.model, mesh)
+  result = evaluator.run(features.replicate_params(pretrained.params, mesh))
+  result = dict(result, eval=kind, model=pretrained.source, dataset=eval_config.dataset,
+                train_split=eval_config.train_split, val_split=eval_config.val_split)
+  print(json.dumps(result), flush=True)
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+def run(argv):
+  del argv
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  from mimjax import errors  # pylint: disable=g-import-not-at-top
+  values = {k: FLAGS[k].value for k in (
+      "dataset", "folder", "data_dir", "train_split", "val_split", "batch_size", "image_size",
+      "feature", "k", "temperature", "epochs", "base_lr", "probe_batch_size")}
+  errors.exit_on_user_error("mimjax-eval", evaluate, FLAGS.model, FLAGS.eval, FLAGS.out,
+                           **values)
+
+
+def main():
+  app.run(run)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,173 @@
+"""Evaluators inside training, on 1 and 2 processes, and the mimjax-eval / mimjax-analyze CLIs."""
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from mimjax import errors
+from mimjax import evals
+from mimjax import sharding
+from mimjax import state as state_lib
+from mimjax import train
+from mimjax.evals import analyze
+from mimjax.evals import cli as eval_cli
+from mimjax.models import masking
+from tests import trainer_utils as tu
+
+SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
+
+# A config file for the CLI runs: the tiny demo plus a held-out reconstruction evaluator.
+CONFIG_FILE = '''
+from mimjax import config_lib, evals
+def get_config(arg=None):
+  c = config_lib.apply_arg(config_lib.base_config("mae"), "demo")
+  c.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]", every_steps=0)
+  return c.lock()
+'''
+
+
+def _with_evals(config, every_steps=2):
+  config.evals.knn.every_steps = every_steps
+  with config.unlocked():
+    config.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]",
+                                                    every_steps=every_steps)
+  return config
+
+
+def _eval_rows(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return {r["step"]: r for r in rows if "knn/top1" in r}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny MAE trained 40 steps with kNN and reconstruction evaluators every 20 steps."""
+  workdir = str(tmp_path_factory.mktemp("evals") / "mae")
+  config = _with_evals(tu.tiny_config("mae", total_steps=40, ckpt_every_steps=40,
+                                      log_every_steps=20), every_steps=20)
+  state = train.train(config, workdir)
+  return config, workdir, state
+
+
+def test_training_logs_evaluator_results_and_their_cost(trained):
+  _, workdir, _ = trained
+  rows = _eval_rows(workdir)
+  assert sorted(rows) == [20, 40]
+  for r in rows.values():
+    assert 0 <= r["knn/top1"] <= r["knn/top5"] <= 1
+    assert r["knn/top1"] * 40 == pytest.approx(round(r["knn/top1"] * 40))  # 40 held-out photos
+    assert r["knn/seconds"] > 0 and r["reconstruction/seconds"] > 0
+    assert math.isfinite(r["reconstruction/loss"])
+  assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_briefly_pretrained_encoder_beats_a_random_one_on_held_out_reconstruction(trained):
+  config, workdir, state = trained
+  model, mesh = state_lib.build_model(config), sharding.make_mesh(-1, 1)
+  random_params = jax.jit(model.init)(jax.random.key(1), jnp.zeros((2, 16, 16, 3)),
+                                      masking.sample_noise(jax.random.key(0), 2, 16))["params"]
+  evaluator = evals.get("reconstruction")(config, config.evals.reconstruction, model, mesh)
+  pretrained, random = evaluator.run(state["params"]), evaluator.run(random_params)
+  assert pretrained["loss"] == pytest.approx(_eval_rows(workdir)[40]["reconstruction/loss"],
+                                             rel=1e-5)
+  assert pretrained["loss"] < 0.9 * random["loss"], (pretrained, random)
+
+
+def test_linear_probe_on_a_workdir(trained):
+  _, workdir, _ = trained
+  result = eval_cli.evaluate(workdir, "linear_probe", dataset="offline_photos", batch_size=16,
+                             epochs=20, base_lr=200.0, **SPLITS)
+  assert 1 / 20 <= result["top1"] <= result["top5"] <= 1 and result["eval"] == "linear_probe"
+
+
+def _cli(args, timeout=300):
+  return subprocess.run([sys.executable, *args], env=tu.cli_env(), capture_output=True,
+                        text=True, timeout=timeout, cwd=tu.ROOT)
+
+
+def test_eval_cli_writes_the_knn_accuracy_the_trainer_logged(trained, tmp_path):
+  _, workdir, _ = trained
+  out = tmp_path / "knn.json"
+  result = _cli(["-m", "mimjax.evals.cli", "--model", workdir, "--eval", "knn",
+                 "--train_split", SPLITS["train_split"], "--val_split", SPLITS["val_split"],
+                 "--batch_size", "8", "--out", str(out)])
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = json.loads(out.read_text())
+  logged = _eval_rows(workdir)[40]
+  assert written["top1"] == pytest.approx(logged["knn/top1"])
+  assert written["top5"] == pytest.approx(logged["knn/top5"])
+  bad = _cli(["-m", "mimjax.evals.cli", "--model", workdir, "--eval", "knn", "--val_split",
+              "nosuch"])
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("mimjax-eval: error: --val_split: 'nosuch'")
+
+
+def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
+  _, workdir, _ = trained
+  registers = str(tmp_path / "registers")
+  train.train(tu.tiny_config("mae", total_steps=2, **{"model.num_registers": 2}), registers)
+  out = tmp_path / "analysis"
+  result = _cli(["-m", "mimjax.evals.analyze_cli", "--model", workdir, "--model", registers,
+                 "--name", "plain", "--name", "reg", "--out", str(out), "--num_images", "24",
+                 "--heads", "2:0,1:1"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert {"analysis.json", "comparison.png", "entropy.png", "token_norms.png",
+          "attention_plain.png", "attention_reg.png"} <= set(os.listdir(out))
+  numbers = json.loads((out / "analysis.json").read_text())
+  for name, r in numbers.items():
+    assert len(r["attention_distance"]) == 2 and len(r["attention_distance"][0]) == 2
+    # Between attending to itself (0 px) and the farthest patch of a 4x4 grid of 4 px patches.
+    assert all(0 < d < 4 * 3 * math.sqrt(2) for layer in r["attention_distance"] for d in layer)
+    assert 1 <= r["effective_rank"] <= 32 and r["num_images"] == 24
+  assert "registers" in numbers["reg"]["token_norms"][0]
+  assert "registers" not in numbers["plain"]["token_norms"][0]
+
+
+def test_analyze_heads_flag():
+  assert analyze.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
+  assert analyze.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]
+  for bad in ("9:0", "1:3", "x"):
+    with pytest.raises(errors.UserError, match=f"--heads: '{bad}'"):
+      analyze.parse_heads([bad], 2, 3)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):
+  config_file = tmp_path / "config.py"
+  config_file.write_text(CONFIG_FILE)
+  overrides = {"evals.knn.every_steps": 0}  # at the end only
+  single = str(tmp_path / "single")
+  train.train(_with_evals(tu.tiny_config("mae"), every_steps=0), single)
+  multi = str(tmp_path / "multi")
+  port = _free_port()
+  procs = []
+  for i in range(2):
+    flags = tu.cli_flags("mae", multi, **overrides)
+    flags[0] = f"--config={config_file}:demo"
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "mimjax.main", *flags, "--distributed",
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+        env=tu.cli_env(devices=1), cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  for proc in procs:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+  one, two = _eval_rows(single), _eval_rows(multi)
+  assert sorted(one) == sorted(two) == [4]
+  for step in one:
+    assert two[step]["knn/top1"] == one[step]["knn/top1"]
+    assert two[step]["knn/top5"] == one[step]["knn/top5"]
+    assert two[step]["reconstruction/loss"] == pytest.approx(one[step]["reconstruction/loss"],
+                                                             rel=1e-4)
