@@ -24,6 +24,7 @@ The demo fine-tunes on the bundled offline photos (20 classes; train[:75%] / tra
       --workdir workdirs/ft_demo
 """
 from mimjax import config_lib
+from mimjax import evals
 
 # variant -> (blr, layer decay, drop path, epochs): FINETUNE.md's commands.
 MAE_RECIPES = {
@@ -63,8 +64,8 @@ def get_config(arg=None):
   c.finetune.mixup, c.finetune.cutmix = 0.8, 1.0
   c.finetune.mixup_prob, c.finetune.mixup_switch_prob = 1.0, 0.5
   c.finetune.random_erasing = 0.25
-  c.finetune.val_split = "validation"
-  c.finetune.eval_every_steps = 1250  # one epoch at batch 1024
+  # top-1 / top-5 on the validation split, once an epoch at batch 1024.
+  c.evals.val = evals.make_config("classification", every_steps=1250, split="validation")
   c.image_every_steps = 0
   recipe = args.get("recipe", "mae")
   if recipe == "lut":
@@ -77,7 +78,7 @@ def get_config(arg=None):
     # nano/8 on the bundled photos, to follow `configs/mae.py:demo`: minutes on 2 CPU cores.
     c.input.dataset = "offline_photos"
     c.input.split = "train[:75%]"
-    c.finetune.val_split = "train[75%:]"
+    c.evals.val.split = "train[75%:]"
     c.input.batch_size = 32
     c.input.image_size = 64
     c.model.variant = "nano/8"
@@ -86,7 +87,7 @@ def get_config(arg=None):
     c.optim.base_lr = 1e-3 * 256 / 32  # a peak lr of 1e-3
     c.optim.layer_decay = 0.75
     c.total_steps = 150
-    c.finetune.eval_every_steps = 50
+    c.evals.val.every_steps = 50
     c.log_every_steps = 10
     c.ckpt_every_steps = 50
   return c.lock()

@@ -4,6 +4,8 @@ The recipes are config files (`configs/*.py`) built on `base_config`; derived va
 learning rate from the batch size) are computed by the trainer from the config, never stored in it.
 """
 
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -169,10 +171,6 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
   if not check_data:
     return
   try:
-    evals.validate(c, num_processes, num_devices)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  try:
     data.validate_config(c.input, method=method.data_kind, num_processes=num_processes,
                          num_devices=num_devices)
   except ValueError as e:
@@ -181,6 +179,10 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
     if "config.input." not in message:
       message = f"config.input: {message}"
     raise ConfigError(message) from None
+  try:  # after the input's own checks: evaluators read the same dataset by default
+    evals.validate(c, num_processes, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def _creatable(path: str) -> bool:

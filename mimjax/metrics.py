@@ -61,8 +61,7 @@ class MetricsLogger:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._writer.write_scalars(step, scalars)
-    self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
-    self._jsonl.flush()
+    self._jsonl.write({"step": step, **scalars})
     print(f"step {step}/{self.total_steps} | " +
           " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()), flush=True)
 

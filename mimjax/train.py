@@ -262,7 +262,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
   batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
                                      start_step=start_step, mesh=mesh,
                                      batch_axes=sharding.BATCH_AXES)
-  evaluator = method.make_evaluator(config, model, mesh, sharding.BATCH_AXES)
   writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
   evaluators = evals.Evaluators(config, model, mesh)
   termination = _Termination()
@@ -292,13 +291,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                                             log=print if is_main else (lambda message: None))
       state, step_metrics = compiled_step(state, batch)
       done = step + 1
-      evaluated = {}
-      if evaluator and (done % evaluator[0] == 0 or done == total_steps):
+      if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)
-        evaluated = evaluator[1](state["params"])
-      if done % config.log_every_steps == 0 or done == total_steps or evaluated:
-        check_finite(state)
-        scalars = dict(jax.device_get(step_metrics), **evaluated)
+        scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
                                         corrupt_images_skipped=_sum_over_processes(batches.num_corrupt),

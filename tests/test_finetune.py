@@ -43,7 +43,7 @@ def _finetune(workdir, init_from):
   # add noise to the comparison.
   c.finetune.mixup = c.finetune.cutmix = c.finetune.random_erasing = 0.0
   c.total_steps = FINETUNE_STEPS
-  c.log_every_steps = c.ckpt_every_steps = c.finetune.eval_every_steps = FINETUNE_STEPS
+  c.log_every_steps = c.ckpt_every_steps = c.evals.val.every_steps = FINETUNE_STEPS
   c.init_from = init_from
   train.train(c, workdir)
   return _last_row(workdir)
@@ -54,7 +54,7 @@ def test_finetuning_a_pretrained_encoder_beats_a_random_one(pretrained, tmp_path
   from_scratch = _finetune(str(tmp_path / "scratch"), "")
   for row in (from_pretrained, from_scratch):
     assert row["step"] == FINETUNE_STEPS
-    assert 0 <= row["val_top1"] <= row["val_top5"] <= 1
+    assert 0 <= row["val/top1"] <= row["val/top5"] <= 1
   # 20 classes, 40 validation crops: measured 0.45 against 0.275.
-  assert from_pretrained["val_top1"] > from_scratch["val_top1"] + 0.05, (from_pretrained,
+  assert from_pretrained["val/top1"] > from_scratch["val/top1"] + 0.05, (from_pretrained,
                                                                          from_scratch)

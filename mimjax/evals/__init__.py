@@ -6,6 +6,7 @@
 
   registry.py         register / get by type name; the evaluator interface
   features.py         frozen features of a split, sharded over the mesh
+  classification.py   "classification": a fine-tuned classifier's top-1 / top-5 / loss
   knn.py              "knn": weighted kNN accuracy (DINO's protocol)
   reconstruction.py   "reconstruction": held-out MAE loss under fixed masks
   linear_probe.py     "linear_probe": MAE's linear probe on features extracted once
@@ -15,6 +16,7 @@ The trainer calls `Evaluators(config, model, mesh)` once and `maybe_run(...)` af
 """
 import time
 
+from mimjax.evals import classification  # noqa: F401  (registers "classification")
 from mimjax.evals import knn  # noqa: F401  (registers "knn")
 from mimjax.evals import linear_probe  # noqa: F401  (registers "linear_probe")
 from mimjax.evals import reconstruction  # noqa: F401  (registers "reconstruction")
@@ -35,6 +37,9 @@ def validate(config, num_processes: int, num_devices: int):
     if not isinstance(e.every_steps, int) or e.every_steps < -1:
       raise ValueError(f"config.evals.{name}.every_steps: {e.every_steps!r}: use N > 0 (every N "
                        "steps and at the end), 0 (only at the end) or -1 (never)")
+    for key in ("batch_size", "image_size"):
+      if not isinstance(e[key], int) or e[key] < 0:
+        raise ValueError(f"config.evals.{name}.{key}: {e[key]!r} must be >= 0 (0: config.input's)")
     batch = e.batch_size or config.input.batch_size
     if batch % num_devices or batch % num_processes:
       raise ValueError(f"config.evals.{name}.batch_size: {batch} is not divisible by the "

@@ -91,11 +91,6 @@ class Method:
     """Runs after the optimizer update, on the new state: -> (state, extra metrics)."""
     return state, {}
 
-  def make_evaluator(self, c, model, mesh, batch_axes):
-    """None, or (every, fn): fn(params) -> dict of scalars, logged every `every` steps and at
-    the last step."""
-    return None
-
 
 def _shapes(tree):
   return jax.tree_util.tree_map(lambda x: x.shape, tree)

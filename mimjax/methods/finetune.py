@@ -26,9 +26,7 @@ class Finetune(base.Method):
     c.model.global_pool = True  # False: the [CLS] token after the final norm (MAE --cls_token)
     c.finetune = dict(
         label_smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
-        random_erasing=0.25,
-        val_split="validation",  # '' = no evaluation during training
-        eval_every_steps=1000)
+        random_erasing=0.25)
 
   def validate(self, c, check):
     f = c.finetune
@@ -39,12 +37,6 @@ class Finetune(base.Method):
       check(f[key] >= 0, f"finetune.{key}", "the Beta parameter must be >= 0 (0 = off)")
     for key in ("mixup_prob", "mixup_switch_prob", "random_erasing"):
       check(0 <= f[key] <= 1, f"finetune.{key}", "a probability must lie in [0, 1]")
-    check(f.eval_every_steps >= 1, "finetune.eval_every_steps", "must be >= 1")
-    if f.val_split and _readable(c.input):  # an unreadable input is named by the library's check
-      try:
-        data.validate_config(c.input, split=f.val_split)
-      except ValueError as e:
-        check(False, "finetune.val_split", f"{f.val_split!r} cannot be read: {e}")
 
   def build_model(self, c):
     m = c.model
@@ -86,34 +78,6 @@ class Finetune(base.Method):
     loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
     return loss, ({}, {})
 
-  def make_evaluator(self, c, model, mesh, batch_axes):
-    """(every, fn): fn(params) -> {'val_top1', 'val_top5', 'val_loss'} over the validation
-    split, every `finetune.eval_every_steps`; None when `finetune.val_split` is ''."""
-    f = c.finetune
-    if not f.val_split:
-      return None
-    eval_cfg = c.input.copy_and_resolve_references()
-    eval_cfg.split = f.val_split
-
-    @jax.jit
-    def counts(params, batch):
-      logits = model.apply({"params": params}, data.normalize(batch["image"]))
-      labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-      top5 = jax.lax.top_k(logits, min(5, c.model.num_classes))[1]
-      hit = top5 == labels[:, None]
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
-      return (jnp.sum(hit[:, 0] * mask), jnp.sum(jnp.any(hit, axis=1) * mask),
-              jnp.sum(loss * mask), jnp.sum(mask))
-
-    def evaluate(params):
-      totals = np.zeros(4)
-      for batch in data.make_eval_iterator(eval_cfg, mesh=mesh, batch_axes=batch_axes):
-        totals += np.asarray(jax.device_get(counts(params, batch)), np.float64)
-      top1, top5, loss, n = totals
-      return {"val_top1": top1 / n, "val_top5": top5 / n, "val_loss": loss / n}
-
-    return f.eval_every_steps, evaluate
-
 
 def eval_top_k(model, params, images, labels):
   """Top-1 and top-5 accuracy of a classifier on normalized images (for tests and notebooks)."""
@@ -124,10 +88,3 @@ def eval_top_k(model, params, images, labels):
 
 base.register(Finetune())
 
-
-def _readable(input_config) -> bool:
-  try:
-    data.validate_config(input_config)
-  except ValueError:
-    return False
-  return True

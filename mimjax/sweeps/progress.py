@@ -13,6 +13,7 @@ from etils import epath
 # TensorFlow, and a report should not wait for them (tests/sweep checks that they agree).
 CHECKPOINT_SUBDIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
+METRICS_CHUNKS = "metrics"  # mimjax.metric_files.CHUNKS
 STATUS_DIR = "status"
 # Orbax marks a finished checkpoint on object stores with this file (it renames a temporary
 # directory elsewhere, so there a bare step directory is already complete).
@@ -49,19 +50,22 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """metrics.jsonl as dicts; a line being written (not yet whole) is left out."""
-  p = epath.Path(workdir) / METRICS_FILE
-  if not p.exists():
-    return []
+  """The run's metric rows in step order, from metrics.jsonl (local workdirs) or the chunks
+  under metrics/ (buckets, see mimjax/metric_files.py); a line being written is left out."""
+  root = epath.Path(workdir)
+  files = sorted((root / METRICS_CHUNKS).glob("*.jsonl")) if (root / METRICS_CHUNKS).exists() else []
+  if (root / METRICS_FILE).exists():
+    files.append(root / METRICS_FILE)
   rows = []
-  for line in p.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if isinstance(row, dict) and "step" in row:
-      rows.append(row)
-  return rows
+  for f in files:
+    for line in f.read_text().splitlines():
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(row, dict) and "step" in row:
+        rows.append(row)
+  return sorted(rows, key=lambda r: r["step"])
 
 
 def _marker(root: str, name: str) -> epath.Path:
