@@ -225,11 +225,6 @@ def launch(argv: list[str]) -> int:
       print(common.show(tpu.delete()))
     return 0
 
-  # A live run of this workdir on the slice: follow it rather than start a second copy.
-  if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
-    print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
-    return _finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
-
   common.check_config(common.load_config(trainer_args), tpu.hosts * tpu.devices_per_host,
                       tpu.hosts, target)
   if check:
@@ -241,6 +236,11 @@ def launch(argv: list[str]) -> int:
       raise common.LaunchError(f"the memory check {common.show(check)} failed "
                                f"({result.returncode})")
   common.check_workdir(workdir)
+
+  # A live run of this workdir on the slice: follow it rather than start a second copy.
+  if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
+    print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
+    return _finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
 
   archive = os.path.join(tempfile.mkdtemp(prefix="mimjax_ship_"), "code.tar.gz")
   sha = common.ship(workdir, archive)

@@ -232,19 +232,19 @@ def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, r
 
 def test_launching_a_live_run_again_attaches_to_it(cloud, gcs):
   workdir = f"{BUCKET}/tpu_attach"
-  steps = dict(total_steps=24, ckpt_every_steps=8)  # long enough to be alive when relaunched
+  steps = dict(total_steps=60, ckpt_every_steps=20)  # long enough to be alive when relaunched
   argv = lu.launcher("tpu") + ["--name", "attach", "--zone", "us-central1-a", "--accelerator_type",
                                "v4-16", "--skip_compile_check", "--",
                                *tu.cli_flags("mae", workdir, **steps)]
   first = lu.start(argv, env=_env())
-  lu.read_until(first, "[0] step 1/24")
+  lu.read_until(first, "[0] step 1/60")
   first.kill()  # the launcher dies (a closed laptop); the trainers on the slice run on
   first.wait()
   second = _run(argv, timeout=300)
   assert second.returncode == 0, second.stdout + second.stderr
   assert f"a run of {workdir} is alive on attach: attaching" in second.stdout
-  assert "[0] MAE mu/4" in second.stdout and "[0] step 24/24" in second.stdout  # the whole log
+  assert "[0] MAE mu/4" in second.stdout and "[0] step 60/60" in second.stdout  # the whole log
   calls = (cloud / "calls.log").read_text()
   assert calls.count("tpu-vm create attach") == 1 and calls.count("--process_id=0") == 1
-  assert sorted(lu.losses(workdir)) == list(range(1, 25))  # one run, never restarted
+  assert sorted(lu.losses(workdir)) == list(range(1, 61))  # one run, never restarted
   assert not (cloud / "tpus" / "attach").exists()
