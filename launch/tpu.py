@@ -147,7 +147,10 @@ class Slice:
 
   @staticmethod
   def stop() -> str:
-    return f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; true"
+    """SIGTERM to the trainer, then wait (up to 5 minutes) while it saves and exits."""
+    return (f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; "
+            f"for i in $(seq 300); do kill -0 -- -$(cat {PID}) 2>/dev/null || break; sleep 1; done; "
+            "true")
 
 
 def _call(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
