@@ -147,7 +147,10 @@ class Slice:
 
   @staticmethod
   def stop() -> str:
-    return f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; true"
+    """SIGTERM to the trainer, then wait (up to 5 minutes) while it saves and exits."""
+    return (f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; "
+            f"for i in $(seq 300); do kill -0 -- -$(cat {PID}) 2>/dev/null || break; sleep 1; done; "
+            "true")
 
 
 def _call(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -237,6 +240,7 @@ def launch(argv: list[str]) -> int:
                                f"({result.returncode})")
   common.check_workdir(workdir)
 
+  # A live run of this workdir on the slice: follow it rather than start a second copy.
   if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
     print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
     return _finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
