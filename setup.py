@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "ml-collections==1.1.0",
     "clu==0.0.12",
     "importlib_resources==7.1.0",  # tfds needs it on Python 3.11 but does not declare it.
+    "etils[epath]==1.15.0",  # paths that may be gs:// URLs (workdir lock, checkpoints)
     "absl-py",
     "numpy",
     "pillow",
