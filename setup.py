@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",
     "gcsfs==2026.10.1",  # gs:// paths through etils.epath (TensorFlow's client is not used)
     "importlib_resources==7.1.0",  # tfds needs it on Python 3.11 but does not declare it.
+    "etils[epath]==1.15.0",  # paths that may be gs:// URLs (workdir lock, checkpoints)
     "absl-py",
     "numpy",
     "pillow",
