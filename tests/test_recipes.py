@@ -49,11 +49,12 @@ def test_lut_step_updates_batchnorm_per_micro_batch():
   expected = state["batch_stats"]
   noise = masking.sample_noise(jax.random.fold_in(jax.random.key(c.seed), 0), 8, 16)
   from mimjax import data  # pylint: disable=g-import-not-at-top
+  student = jax.jit(lambda variables, v1, v2, n: model.apply(
+      variables, data.normalize(v1), data.normalize(v2), n, method="student",
+      mutable=["batch_stats"])[1]["batch_stats"])
   for a in range(4):  # micro-batch a holds rows a, a + 4
-    views = [data.normalize(batch[k][a::4]) for k in ("view1", "view2")]
-    _, new = model.apply({"params": state["params"], "batch_stats": expected}, *views,
-                         noise[a::4], method="student", mutable=["batch_stats"])
-    expected = new["batch_stats"]
+    expected = student({"params": state["params"], "batch_stats": expected},
+                       batch["view1"][a::4], batch["view2"][a::4], noise[a::4])
   step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(1e-3), 4))
   new_state, _ = step(state, batch)
   # Successive micro-batches move the statistics by ~0.1: 1e-4 tells them apart.

@@ -11,7 +11,6 @@ from mimjax import data
 from mimjax.data import mixup
 from mimjax.methods import base
 from mimjax.models import classifier
-from mimjax.models import vit
 
 
 class Finetune(base.Method):
@@ -77,13 +76,6 @@ class Finetune(base.Method):
     logits = model.apply({"params": params}, images, train=True, rngs={"dropout": k_drop})
     loss = jnp.mean(optax.softmax_cross_entropy(logits, targets))
     return loss, ({}, {})
-
-
-def eval_top_k(model, params, images, labels):
-  """Top-1 and top-5 accuracy of a classifier on normalized images (for tests and notebooks)."""
-  logits = model.apply({"params": params}, images)
-  top5 = jax.lax.top_k(logits, 5)[1]
-  return (float(jnp.mean(top5[:, 0] == labels)), float(jnp.mean(jnp.any(top5 == labels[:, None], 1))))
 
 
 base.register(Finetune())
