@@ -190,10 +190,6 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
            f"{c.init_from!r} is not a directory: give an export directory or a training workdir")
   _check(c.model.get("num_registers", 0) >= 0, "model.num_registers", "must be >= 0")
   try:
-    evals.validate(c, num_processes, num_devices)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  try:
     data.validate_config(c.input, method=c.method, num_processes=num_processes,
                          num_devices=num_devices)
   except ValueError as e:
@@ -202,6 +198,10 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int)
     if "config.input." not in message:
       message = f"config.input: {message}"
     raise ConfigError(message) from None
+  try:  # after the input: an evaluator's data falls back on it
+    evals.validate(c, num_processes, num_devices)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def steps(c: ml_collections.ConfigDict, num_examples: int) -> tuple[int, int]:

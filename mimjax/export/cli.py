@@ -41,10 +41,11 @@ def run(argv):
   kwargs = state_lib.model_kwargs(config)
   params = state["params"]
   if FLAGS.format == "hf":
-    export.save_hf(params, kwargs, config.input.image_size, FLAGS.out)
+    write = lambda: export.save_hf(params, kwargs, config.input.image_size, FLAGS.out)
   else:
-    export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,
-                     image_size=config.input.image_size)
+    write = lambda: export.save_timm(params, kwargs, FLAGS.out, num_classes=FLAGS.num_classes,
+                                     image_size=config.input.image_size)
+  errors.exit_on_user_error("mimjax-export", write)  # e.g. register tokens: no PyTorch layout
   print(f"Exported step {step} of {os.path.abspath(FLAGS.workdir)} ({FLAGS.format}) to "
         f"{os.path.abspath(FLAGS.out)}: {sorted(os.listdir(FLAGS.out))}", flush=True)
 
