@@ -10,7 +10,9 @@
   knn.py              "knn": weighted kNN accuracy (DINO's protocol)
   reconstruction.py   "reconstruction": held-out MAE loss under fixed masks
   linear_probe.py     "linear_probe": MAE's linear probe on features extracted once
-  analysis.py         attention distance and entropy, spectra, token norms (mimjax-analyze)
+  analysis.py         attention distance and entropy, spectra, token norms
+  analyze.py, plots.py  mimjax-analyze's work and figures (analyze_cli.py: the command)
+  cli.py              mimjax-eval: kNN or linear probe of a workdir or an export
 
 The trainer calls `Evaluators(config, model, mesh)` once and `maybe_run(...)` after each step.
 """
