@@ -42,6 +42,7 @@ flags.DEFINE_string("report", None, "Write the figures as JSON here (a path or g
 flags.DEFINE_float("mfu", 0.4, "The MFU assumed for the step-time estimate, in (0, 1].")
 flags.DEFINE_bool("compare_meshes", False, "Compile both as data=N (fsdp=1) and as fsdp=N "
                   "(data=1) and report both; the cheaper one that fits is recommended.")
+errors.define_verbose_flag()
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 

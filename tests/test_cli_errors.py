@@ -11,7 +11,7 @@ import pytest
 
 from mimjax import checkpoint
 from mimjax import errors
-from mimjax.export import cli as export_cli
+from mimjax.export import workdir as export_workdir_lib
 from tests import trainer_utils as tu
 
 V1 = os.path.join(tu.ROOT, "tests", "fixtures", "v1", "workdir")
@@ -112,16 +112,16 @@ def test_user_error_exits_with_one_line(capsys):
 
 def test_export_from_a_directory_that_is_no_workdir(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="holds no complete checkpoint"):
-    export_cli.export_workdir(str(tmp_path), None, "hf", str(tmp_path / "out"))
+    export_workdir_lib.export_workdir(str(tmp_path), None, "hf", str(tmp_path / "out"))
 
 
 def test_export_to_an_output_that_cannot_be_created(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("")
   with pytest.raises(errors.UserError, match="--out: cannot create"):
-    export_cli.export_workdir(V1, None, "hf", str(blocker / "out"))
+    export_workdir_lib.export_workdir(V1, None, "hf", str(blocker / "out"))
 
 
 def test_export_from_a_path_that_does_not_exist(tmp_path):
   with pytest.raises(errors.PathNotFoundError, match="is not a directory: give a training workdir"):
-    export_cli.export_workdir(str(tmp_path / "nothing"), None, "hf", str(tmp_path / "out"))
+    export_workdir_lib.export_workdir(str(tmp_path / "nothing"), None, "hf", str(tmp_path / "out"))

@@ -11,7 +11,7 @@ import safetensors.numpy
 import mimjax
 from mimjax import checkpoint
 from mimjax import state as state_lib
-from mimjax.export import cli as export_cli
+from mimjax.export import workdir as export_workdir_lib
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 V1 = os.path.join(FIXTURES, "v1")
@@ -31,7 +31,7 @@ def test_format_1_checkpoint_restores_and_matches_its_export():
 
 def test_format_1_checkpoint_exports_to_the_stored_export(tmp_path):
   out = str(tmp_path / "hf")
-  export_cli.export_workdir(os.path.join(V1, "workdir"), None, "hf", out)
+  export_workdir_lib.export_workdir(os.path.join(V1, "workdir"), None, "hf", out)
   ours = safetensors.numpy.load_file(os.path.join(out, "model.safetensors"))
   stored = safetensors.numpy.load_file(os.path.join(V1, "export_hf", "model.safetensors"))
   assert sorted(ours) == sorted(stored)

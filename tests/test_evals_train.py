@@ -16,7 +16,7 @@ from mimjax import sharding
 from mimjax import state as state_lib
 from mimjax import train
 from mimjax.evals import analyze
-from mimjax.evals import cli as eval_cli
+from mimjax.evals import evaluate as evaluate_lib
 from mimjax.models import masking
 from tests import trainer_utils as tu
 
@@ -82,7 +82,7 @@ def test_briefly_pretrained_encoder_beats_a_random_one_on_held_out_reconstructio
 
 def test_linear_probe_on_a_workdir(trained):
   _, workdir, _ = trained
-  result = eval_cli.evaluate(workdir, "linear_probe", dataset="offline_photos", batch_size=16,
+  result = evaluate_lib.evaluate(workdir, "linear_probe", dataset="offline_photos", batch_size=16,
                              epochs=20, base_lr=200.0, **SPLITS)
   assert 1 / 20 <= result["top1"] <= result["top5"] <= 1 and result["eval"] == "linear_probe"
 

@@ -25,6 +25,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mimjax import errors
+
 flags.DEFINE_multi_string("model", None, "A training workdir or export directory (repeatable).")
 flags.DEFINE_multi_string("name", None, "A label per --model (default: the directory's name).")
 flags.DEFINE_string("out", None, "Directory for the figures and analysis.json.")
@@ -38,6 +40,7 @@ flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size
 flags.DEFINE_list("heads", [], "LAYER:HEAD pairs for the attention maps; default: every head "
                   "of the last layer.")
 flags.DEFINE_integer("num_map_images", 4, "Images in each attention-map figure.")
+errors.define_verbose_flag()
 flags.mark_flags_as_required(["model", "out"])
 FLAGS = flags.FLAGS
 
@@ -46,7 +49,6 @@ def run(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from mimjax import errors  # pylint: disable=g-import-not-at-top
   from mimjax.evals import analyze  # pylint: disable=g-import-not-at-top
   errors.exit_on_user_error(
       "mimjax-analyze", analyze.analyze, FLAGS.model, FLAGS.name, FLAGS.out,
@@ -56,7 +58,7 @@ def run(argv):
 
 
 def main():
-  app.run(run)
+  app.run(run, flags_parser=errors.flags_parser('mimjax-analyze'))
 
 
 if __name__ == "__main__":

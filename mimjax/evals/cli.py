@@ -18,6 +18,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mimjax import errors
+
 flags.DEFINE_string("model", None, "A training workdir or an export directory.")
 flags.DEFINE_enum("eval", None, ["knn", "linear_probe"], "Which evaluation.")
 flags.DEFINE_string("dataset", "offline_photos", "As config.input.dataset.")
@@ -34,60 +36,25 @@ flags.DEFINE_integer("epochs", 90, "Linear probe: epochs over the extracted feat
 flags.DEFINE_float("base_lr", 0.1, "Linear probe: lr = base_lr x batch / 256 (LARS).")
 flags.DEFINE_integer("probe_batch_size", 16384, "Linear probe: batch (at most the split's size).")
 flags.DEFINE_string("out", "", "Write the result as JSON to this file.")
+errors.define_verbose_flag()
 flags.mark_flags_as_required(["model", "eval"])
 FLAGS = flags.FLAGS
-
-
-def evaluate(model_path: str, kind: str, out: str = "", **values) -> dict:
-  """Loads the model, builds the evaluator from the flags' values, runs it; writes `out`
-  (JSON) when given and returns the result."""
-  import json  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from mimjax import api  # pylint: disable=g-import-not-at-top
-  from mimjax import config_lib  # pylint: disable=g-import-not-at-top
-  from mimjax import evals  # pylint: disable=g-import-not-at-top
-  from mimjax import sharding  # pylint: disable=g-import-not-at-top
-  from mimjax.evals import features  # pylint: disable=g-import-not-at-top
-
-  pretrained = api.load_pretrained(model_path)
-  config = config_lib.base_config("mae")
-  config.input.image_size = values.pop("image_size", 0) or pretrained.image_size or 224
-  config.input.batch_size = values.setdefault("batch_size", 64)
-  keys = set(evals.make_config(kind))
-  eval_config = evals.make_config(kind, **{k: v for k, v in values.items() if k in keys})
-  config.evals[kind] = eval_config
-  try:
-    evals.validate(config, jax.process_count(), jax.device_count())
-  except ValueError as e:
-    flag = str(e).replace(f"config.evals.{kind}.", "--")
-    raise config_lib.ConfigError(flag) from None
-  mesh = sharding.make_mesh(-1, 1)
-  evaluator = evals.get(kind)(config, eval_config, pretrained.model, mesh)
-  result = evaluator.run(features.replicate_params(pretrained.params, mesh))
-  result = dict(result, eval=kind, model=pretrained.source, dataset=eval_config.dataset,
-                train_split=eval_config.train_split, val_split=eval_config.val_split)
-  print(json.dumps(result), flush=True)
-  if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-      json.dump(result, f, indent=1)
-  return result
 
 
 def run(argv):
   del argv
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  from mimjax import errors  # pylint: disable=g-import-not-at-top
   values = {k: FLAGS[k].value for k in (
       "dataset", "folder", "data_dir", "train_split", "val_split", "batch_size", "image_size",
       "feature", "k", "temperature", "epochs", "base_lr", "probe_batch_size")}
-  errors.exit_on_user_error("mimjax-eval", evaluate, FLAGS.model, FLAGS.eval, FLAGS.out,
+  from mimjax.evals import evaluate  # pylint: disable=g-import-not-at-top
+  errors.exit_on_user_error("mimjax-eval", evaluate.evaluate, FLAGS.model, FLAGS.eval, FLAGS.out,
                            **values)
 
 
 def main():
-  app.run(run)
+  app.run(run, flags_parser=errors.flags_parser('mimjax-eval'))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ classifier's head) as a timm VisionTransformer state dict plus the architecture 
 student is exported (fine-tuning starts from the student encoder).
 """
 import os
-import sys
 
 # TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -20,7 +19,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app
 from absl import logging
 from absl import flags
-from etils import epath
 
 from mimjax import errors
 
@@ -43,38 +41,10 @@ def run(argv):
   if not FLAGS["verbosity"].present:
     # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
     logging.set_verbosity(logging.WARNING)
-  errors.exit_on_user_error(PROG, export_workdir, FLAGS.workdir, FLAGS.step, FLAGS.format,
+  from mimjax.export import workdir  # after flag parsing, so --help is fast
+
+  errors.exit_on_user_error(PROG, workdir.export_workdir, FLAGS.workdir, FLAGS.step, FLAGS.format,
                             FLAGS.out, FLAGS.num_classes, FLAGS.global_pool)
-
-
-def export_workdir(workdir: str, step: int | None, fmt: str, out: str, num_classes: int = 0,
-                   global_pool: str = "token"):
-  """Writes `step` (default: the latest) of `workdir` as `fmt` ('hf' or 'timm') into `out`."""
-  from mimjax import export
-  from mimjax import state as state_lib
-  from mimjax import storage
-
-  config, step, state = state_lib.restore_state(workdir, step)
-  _make_output_dir(out)
-  kwargs = state_lib.model_kwargs(config)
-  params = state["params"]
-  if fmt == "hf" and export.timm_vit.is_classifier(params):
-    export.save_hf_classifier(params, kwargs, config.input.image_size, out)
-  elif fmt == "hf":
-    export.save_hf(params, kwargs, config.input.image_size, out)
-  else:
-    export.save_timm(params, kwargs, out, num_classes=num_classes,
-                     image_size=config.input.image_size, global_pool=global_pool)
-  print(f"Exported step {step} of {storage.path(workdir)} ({fmt}) to {storage.path(out)}: "
-        f"{sorted(p.name for p in storage.path(out).iterdir())}", flush=True)
-
-
-def _make_output_dir(out: str):
-  try:
-    epath.Path(out).mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise errors.UserError(f"--out: cannot create the directory {out!r} ({e.strerror}): "
-                           "choose a writable location") from e
 
 
 def main():

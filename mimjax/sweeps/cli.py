@@ -31,7 +31,7 @@ flags.DEFINE_bool("dry_run", False, "List the trials and their commands (or the 
                   "start and write nothing.")
 flags.DEFINE_string("report", None, "Print the table of the sweep at this root and write "
                     "ROOT/report.csv and ROOT/report.png (nothing else happens).")
-flags.DEFINE_bool("verbose", False, "Show tracebacks of expected errors too.")
+errors.define_verbose_flag()
 flags.DEFINE_integer("slurm_nodes", 1, "slurm: nodes per trial.")
 flags.DEFINE_integer("slurm_gpus_per_node", 0, "slurm: GPUs per node (0: no --gpus-per-node).")
 flags.DEFINE_integer("slurm_cpus_per_task", 0, "slurm: CPUs per task (0: the default).")
@@ -74,7 +74,7 @@ def run(argv):
 
 
 def main():
-  app.run(run)
+  app.run(run, flags_parser=errors.flags_parser(PROG))
 
 
 if __name__ == "__main__":
