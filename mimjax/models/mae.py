@@ -73,7 +73,7 @@ class MAE(nn.Module):
 
   def setup(self):
     self.encoder = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat,
-                               self.num_registers)
+                               num_registers=self.num_registers)
     self.decoder = Decoder(vit.decode_variant(self.variant).patch, self.decoder_width,
                            self.decoder_depth, self.decoder_heads, dtype=self.dtype,
                            attention_impl=self.attention_impl, remat=self.remat)
