@@ -20,8 +20,7 @@ DTYPES = ("float32", "bfloat16")
 VARIANTS = ("S/16", "B/16", "L/16", "H/14")
 
 
-class ConfigError(errors.UserError, ValueError):
-  """A config value that cannot work; the message names the key and the fix."""
+ConfigError = errors.ConfigError  # where users and config files look for it
 
 
 def parse_arg(arg: str | None) -> dict[str, str]:

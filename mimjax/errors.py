@@ -24,6 +24,10 @@ class UserError(Exception):
   """An error the user can fix; its message names what is wrong and what to do."""
 
 
+class ConfigError(UserError, ValueError):
+  """A config value that cannot work; the message names the key and the fix."""
+
+
 class PathNotFoundError(UserError, FileNotFoundError):
   """A path the user gave that holds nothing usable (no such directory, or the wrong files)."""
 

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import jax
 import ml_collections
 
+from mimjax import errors
+
 _REGISTRY: dict[str, "Method"] = {}
 
 
@@ -57,17 +59,16 @@ class Method:
     `put(name, tree)` places a top-level module's tree with the state's sharding. The default
     replaces every top-level module both have, which must then have the same shapes.
     """
-    from mimjax import config_lib  # pylint: disable=g-import-not-at-top
     params = state["params"]
     common = sorted(set(params) & set(loaded))
     if not common:
-      raise config_lib.ConfigError(
+      raise errors.ConfigError(
           f"config.init_from: {source} shares no module with this model "
           f"(it has {sorted(loaded)}, this model {sorted(params)})")
     params = dict(params)
     for name in common:
       if _shapes(params[name]) != _shapes(loaded[name]):
-        raise config_lib.ConfigError(
+        raise errors.ConfigError(
             f"config.init_from: the {name!r} of {source} has other shapes than this model's: "
             "check config.model against the model that was saved there")
       params[name] = put(name, loaded[name])
@@ -108,6 +109,5 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> Method:
   """The registered method `name`; raises ConfigError naming the choices."""
   if name not in _REGISTRY:
-    from mimjax import config_lib  # pylint: disable=g-import-not-at-top
-    raise config_lib.ConfigError(f"config.method: {name!r} is not one of {names()}")
+    raise errors.ConfigError(f"config.method: {name!r} is not one of {names()}")
   return _REGISTRY[name]

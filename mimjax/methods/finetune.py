@@ -8,6 +8,7 @@ import numpy as np
 import optax
 
 from mimjax import data
+from mimjax import errors
 from mimjax.data import mixup
 from mimjax.methods import base
 from mimjax.models import classifier
@@ -48,16 +49,15 @@ class Finetune(base.Method):
   def graft(self, state, loaded, put, source):
     """The pre-trained encoder (MAE's or LUT's student, or a classifier's); with global pooling
     its final norm is dropped; fc_norm and the head stay freshly initialized."""
-    from mimjax import config_lib  # pylint: disable=g-import-not-at-top
     if "encoder" not in loaded:
-      raise config_lib.ConfigError(
+      raise errors.ConfigError(
           f"config.init_from: {source} has no encoder (it has {sorted(loaded)})")
     encoder = dict(loaded["encoder"])
     if "norm" not in state["params"]["encoder"]["transformer"]:
       encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
     shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
     if shapes(encoder) != shapes(state["params"]["encoder"]):
-      raise config_lib.ConfigError(
+      raise errors.ConfigError(
           f"config.init_from: the encoder of {source} has other shapes than this "
           "config.model.variant's: use the variant it was pre-trained with")
     return dict(state, params=dict(state["params"], encoder=put("encoder", encoder)))
