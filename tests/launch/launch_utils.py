@@ -6,8 +6,9 @@ import sys
 from mimjax import metric_files
 from tests import trainer_utils as tu
 
-# Every run in these tests: the tiny MAE demo, 6 steps, a checkpoint every 2.
-STEPS = dict(total_steps=6, ckpt_every_steps=2)
+# Every run in these tests: the tiny MAE demo, 12 steps, a checkpoint every 2 (long enough that a
+# signal sent on an early step's log line lands while the run is still going, on a fast machine).
+STEPS = dict(total_steps=12, ckpt_every_steps=2)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

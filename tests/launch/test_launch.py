@@ -172,7 +172,7 @@ def _preempt(cloud, name):
 def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
   workdir = f"{BUCKET}/tpu_spot"
   launch = lu.start(_tpu_argv("spot", workdir, "--spot"), env=_env())
-  lu.read_until(launch, "[0] step 3/6")
+  lu.read_until(launch, "[0] step 3/12")
   _preempt(cloud, "spot")
   rest = launch.communicate(timeout=400)[0]
   assert launch.returncode == 0, rest
@@ -215,9 +215,9 @@ def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, r
   log = re.search(r"log: +(\S+)", out.stdout).group(1)
   state = cloud / "slurm"
   deadline = time.monotonic() + 600
-  while not (os.path.exists(log) and "step 3/6" in open(log).read()):
+  while not (os.path.exists(log) and "step 3/12" in open(log).read()):
     assert time.monotonic() < deadline, open(log).read() if os.path.exists(log) else "no log"
-    time.sleep(0.5)
+    time.sleep(0.05)
   os.kill(int((state / f"{job}.pid").read_text()), signal.SIGUSR1)  # SLURM's --signal=B:USR1
   while not (state / f"{job}.rc").exists():
     assert time.monotonic() < deadline, open(log).read()

@@ -23,7 +23,7 @@ STEPS = lu.STEPS
 def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   workdir = f"{BUCKET}/killed"
   run = lu.start(tu.train_cmd("mae", workdir, **STEPS))
-  lu.read_until(run, "step 5/6")  # the save of step 4 has begun, so step 2's is complete
+  lu.read_until(run, "step 5/12")  # the save of step 4 has begun, so step 2's is complete
   run.send_signal(signal.SIGKILL)
   run.wait()
   assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() in (2, 4)
