@@ -146,7 +146,7 @@ def test_local_two_processes_train_like_one(cloud, tmp_path, reference):
   out = _run(lu.launcher("local") + ["--processes", "2", "--",
                                      *tu.cli_flags("mae", workdir, **STEPS)], timeout=300)
   assert out.returncode == 0, out.stdout + out.stderr
-  assert "[0] step 6/6" in out.stdout and "[1] step" not in out.stdout  # worker 0's log only
+  assert "[0] step 12/12" in out.stdout and "[1] step" not in out.stdout  # worker 0's log only
   assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
   recorded = os.path.join(workdir, "launch")
   sha = subprocess.run(["git", "-C", tu.ROOT, "rev-parse", "HEAD"], capture_output=True,
