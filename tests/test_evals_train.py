@@ -22,13 +22,18 @@ from tests import trainer_utils as tu
 
 SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
 
-# A config file for the CLI runs: the tiny demo plus a held-out reconstruction evaluator.
-CONFIG_FILE = '''
-from mimjax import config_lib, evals
+# configs/mae.py's demo plus a held-out reconstruction evaluator, as a config file of its own.
+CONFIG_FILE = f'''
+import importlib.util
+from mimjax import evals
 def get_config(arg=None):
-  c = config_lib.apply_arg(config_lib.base_config("mae"), "demo")
-  c.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]", every_steps=0)
-  return c.lock()
+  spec = importlib.util.spec_from_file_location("mae_config", {os.path.join(tu.ROOT, "configs", "mae.py")!r})
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(arg)
+  with c.unlocked():
+    c.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]", every_steps=0)
+  return c
 '''
 
 
