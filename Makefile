@@ -26,6 +26,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 DEMO := workdirs/mae_demo
+# The demo is a CPU run: without this, libtpu (the tpu extra) probes for TPU hosts and says so.
+export JAX_PLATFORMS ?= cpu
 
 # Pre-trains MAE on the bundled offline photos, then exports it for timm and Hugging Face.
 # Running it again resumes from (or reuses) the finished checkpoint.
