@@ -13,8 +13,6 @@ as a folder dataset; slice it for held-out splits ('train[:80%]', 'train[80%:]')
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -57,19 +55,4 @@ def _write(out_dir: str) -> int:
 
 def build(cache_dir: str = '') -> str:
   """Builds the digits folder if it is not cached yet; returns it."""
-  final = dataset_dir(cache_dir)
-  if os.path.isdir(final):
-    return final
-  parent = os.path.dirname(final)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix='.building-', dir=parent)
-  try:
-    _write(tmp)
-    try:
-      os.rename(tmp, final)  # atomic: readers never see a half-built folder
-    except OSError:
-      if not os.path.isdir(final):
-        raise
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
-  return final
+  return offline.build_once(dataset_dir(cache_dir), _write)

@@ -98,22 +98,29 @@ def _write_crops(out_dir: str) -> int:
   return count
 
 
-def build(cache_dir: str = '') -> str:
-  """Builds the offline dataset if it is not cached yet; returns its folder."""
-  final = dataset_dir(cache_dir)
+def build_once(final: str, write) -> str:
+  """Makes the folder `final` with `write(tmp_dir)` unless it exists; atomic, so that readers
+  (and other processes building it at the same time) never see a half-built folder."""
   if os.path.isdir(final):
     return final
   parent = os.path.dirname(final)
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix='.building-', dir=parent)
   try:
-    if _write_crops(tmp) == 0:
-      raise RuntimeError('offline_photos: no bundled photo found in scikit-image/scikit-learn.')
+    write(tmp)
     try:
-      os.rename(tmp, final)  # atomic: readers never see a half-built folder
+      os.rename(tmp, final)
     except OSError:
       if not os.path.isdir(final):  # not a lost race with another process: a real error
         raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return final
+
+
+def build(cache_dir: str = '') -> str:
+  """Builds the offline dataset if it is not cached yet; returns its folder."""
+  def write(tmp):
+    if _write_crops(tmp) == 0:
+      raise RuntimeError('offline_photos: no bundled photo found in scikit-image/scikit-learn.')
+  return build_once(dataset_dir(cache_dir), write)

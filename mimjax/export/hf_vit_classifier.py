@@ -34,14 +34,7 @@ def hf_classifier_rules(model_kwargs: Mapping[str, Any], image_size: int) -> lis
   spec = vit.decode_variant(model_kwargs["variant"])
   grid = common.grid_of(model_kwargs, image_size)
   names = hf_vitmae.NAMINGS["legacy"]
-  table = R.conv("encoder/patch_embed", "vit.embeddings.patch_embeddings.projection")
-  table += [R.rule("encoder/cls", "vit.embeddings.cls_token"),
-            R.rule((), "vit.embeddings.position_embeddings", "sincos_table", width=spec.width,
-                   grid=grid)]
-  for i in range(spec.depth):
-    table += R.block(f"encoder/transformer/block{i}", f"{names['encoder_layers']}.{i}",
-                     names["block"])
-  table += R.layernorm("encoder/transformer/norm", "vit.layernorm")
+  table = hf_vitmae.encoder_rules(spec, grid, names)
   table += R.dense("head", "classifier")
   return table
 

@@ -53,6 +53,19 @@ LN_EPS = vit.LN_EPS
 HIDDEN_ACT = "gelu"  # exact (erf) GELU in transformers
 
 
+def encoder_rules(spec, grid, names) -> list[R.Rule]:
+  """The encoder's table under the `vit.` prefix, shared by ViTMAE and ViTForImageClassification."""
+  table = R.conv("encoder/patch_embed", "vit.embeddings.patch_embeddings.projection")
+  table += [R.rule("encoder/cls", "vit.embeddings.cls_token"),
+            R.rule((), "vit.embeddings.position_embeddings", "sincos_table", width=spec.width,
+                   grid=grid)]
+  for i in range(spec.depth):
+    table += R.block(f"encoder/transformer/block{i}", f"{names['encoder_layers']}.{i}",
+                     names["block"])
+  table += R.layernorm("encoder/transformer/norm", "vit.layernorm")
+  return table
+
+
 def hf_rules(model_kwargs: Mapping[str, Any], image_size: int,
              naming: str = "legacy") -> list[R.Rule]:
   """The table for ViTMAEForPreTraining, generated for the encoder and decoder depths."""
@@ -62,14 +75,7 @@ def hf_rules(model_kwargs: Mapping[str, Any], image_size: int,
   if naming not in NAMINGS:
     raise ValueError(f"unknown naming {naming!r}; known: {sorted(NAMINGS)}")
   names = NAMINGS[naming]
-  table = R.conv("encoder/patch_embed", "vit.embeddings.patch_embeddings.projection")
-  table += [R.rule("encoder/cls", "vit.embeddings.cls_token"),
-            R.rule((), "vit.embeddings.position_embeddings", "sincos_table", width=spec.width,
-                   grid=grid)]
-  for i in range(spec.depth):
-    table += R.block(f"encoder/transformer/block{i}", f"{names['encoder_layers']}.{i}",
-                     names["block"])
-  table += R.layernorm("encoder/transformer/norm", "vit.layernorm")
+  table = encoder_rules(spec, grid, names)
   table += R.dense("decoder/embed", "decoder.decoder_embed")
   table += [R.rule("decoder/mask_token", "decoder.mask_token"),
             R.rule((), "decoder.decoder_pos_embed", "sincos_table", width=kwargs["decoder_width"],

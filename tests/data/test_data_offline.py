@@ -39,3 +39,15 @@ def test_cache_dir_from_env(monkeypatch, tmp_path):
                                                             offline.VERSION)
   monkeypatch.delenv('MIMJAX_CACHE_DIR')
   assert offline.dataset_dir().startswith(os.path.expanduser('~'))
+
+
+def test_digits_dataset_builds_once_with_every_image_in_its_class(tmp_path):
+  from mimjax.data import digits
+  folder = digits.build(str(tmp_path))
+  counts = {d: len(os.listdir(os.path.join(folder, d))) for d in sorted(os.listdir(folder))}
+  assert sorted(counts) == [str(i) for i in range(10)]
+  assert sum(counts.values()) == 1797  # scikit-learn's digits
+  assert not [p for p in os.listdir(os.path.dirname(folder)) if p.startswith(".building-")]
+  stamp = os.path.getmtime(os.path.join(folder, "0"))
+  assert digits.build(str(tmp_path)) == folder  # cached: not written again
+  assert os.path.getmtime(os.path.join(folder, "0")) == stamp
