@@ -133,7 +133,9 @@ class Slice:
             f"if [ -f {PID} ] && kill -0 -- -$(cat {PID}) 2>/dev/null; then "
             f"echo stopping stale trainer $(cat {PID}); kill -9 -- -$(cat {PID}); sleep 2; fi; "
             f"rm -f {RC}; echo {shlex.quote(workdir)} > {WORKDIR}; "
-            f"setsid nohup bash -c {inner} > {LOG} 2>&1 < /dev/null & echo $! > {PID}; "
+            # The log exists before the follower starts: the background job opens it too late.
+            f": > {LOG}; setsid nohup bash -c {inner} >> {LOG} 2>&1 < /dev/null & "
+            f"echo $! > {PID}; "
             f"{self.follow()}")
 
   @staticmethod

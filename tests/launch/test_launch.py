@@ -138,6 +138,20 @@ def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, acceler
   assert not (cloud / "calls.log").exists()
 
 
+def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
+  """The follower never starts before the log exists, however fast the trainer is."""
+  tpu = _import("tpu")
+  args = tpu._parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
+                                   "--python", "echo"])
+  (tmp_path / "mimjax").mkdir()
+  command = tpu.Slice(args).run(0, ["--workdir", "gs://b/r"], "gs://b/r")
+  for _ in range(20):
+    out = subprocess.run(["bash", "-c", command], env=dict(os.environ, HOME=str(tmp_path)),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "-m mimjax.main --workdir gs://b/r --distributed" in out.stdout
+
+
 # ---------------------------------------------------------------------------------------------
 # End to end.
 # ---------------------------------------------------------------------------------------------
