@@ -27,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only importe
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from mimjax import errors
@@ -329,8 +328,7 @@ def main_fn(config, topology: str, report_path: str | None, assumed_mfu: float,
 
 def run(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  errors.quiet_library_logs()
   try:
     code = errors.exit_on_user_error(PROG, main_fn, FLAGS.config, FLAGS.topology, FLAGS.report,
                                      FLAGS.mfu, FLAGS.compare_meshes)

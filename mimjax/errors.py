@@ -43,6 +43,15 @@ def define_verbose_flag():
     flags.DEFINE_bool("verbose", False, "Show the traceback of expected errors too.")
 
 
+def quiet_library_logs():
+  """absl logging at WARNING unless --verbosity was given: orbax and XLA log every save and
+  backend probe at INFO, which buries the tool's own output (--verbosity=0 shows them again)."""
+  from absl import flags
+  from absl import logging
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def _verbose_requested(argv=None) -> bool:
   from absl import flags
   if "verbose" in flags.FLAGS and flags.FLAGS.is_parsed():

@@ -14,7 +14,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
-from absl import logging
 from absl import flags
 from ml_collections import config_flags
 
@@ -35,9 +34,7 @@ FLAGS = flags.FLAGS
 
 def run(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
-    logging.set_verbosity(logging.WARNING)
+  errors.quiet_library_logs()
   import jax  # after flag parsing, so --help is fast
 
   from mimjax import train

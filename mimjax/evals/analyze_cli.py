@@ -23,7 +23,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from mimjax import errors
 
@@ -47,8 +46,7 @@ FLAGS = flags.FLAGS
 
 def run(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  errors.quiet_library_logs()
   from mimjax.evals import analyze  # pylint: disable=g-import-not-at-top
   errors.exit_on_user_error(
       "mimjax-analyze", analyze.analyze, FLAGS.model, FLAGS.name, FLAGS.out,

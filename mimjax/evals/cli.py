@@ -16,7 +16,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
 from absl import flags
-from absl import logging
 
 from mimjax import errors
 
@@ -43,8 +42,7 @@ FLAGS = flags.FLAGS
 
 def run(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
+  errors.quiet_library_logs()
   values = {k: FLAGS[k].value for k in (
       "dataset", "folder", "data_dir", "train_split", "val_split", "batch_size", "image_size",
       "feature", "k", "temperature", "epochs", "base_lr", "probe_batch_size")}

@@ -17,7 +17,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app
-from absl import logging
 from absl import flags
 
 from mimjax import errors
@@ -38,9 +37,7 @@ PROG = "mimjax-export"
 
 def run(argv):
   del argv
-  if not FLAGS["verbosity"].present:
-    # orbax and XLA log every save and backend probe at INFO; --verbosity=0 shows them again.
-    logging.set_verbosity(logging.WARNING)
+  errors.quiet_library_logs()
   from mimjax.export import workdir  # after flag parsing, so --help is fast
 
   errors.exit_on_user_error(PROG, workdir.export_workdir, FLAGS.workdir, FLAGS.step, FLAGS.format,
