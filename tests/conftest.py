@@ -1,6 +1,9 @@
 """Shared test setup: a private offline-dataset cache and tiny trainer configs."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -9,6 +12,14 @@ sys.path.insert(0, ROOT)
 # libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
 # process and its subprocesses; tests that compile for TPU slices describe them explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One XLA compilation cache for this session's processes and their subprocesses: the suite starts
+# dozens of trainers of the same tiny configs, which would otherwise compile the same steps anew.
+# Private to the session (made here, removed at exit), so no entry outlives the code it came from.
+_XLA_CACHE = tempfile.mkdtemp(prefix="mimjax_test_xla_cache_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,
+                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                  JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
 @pytest.fixture(scope="session", autouse=True)
