@@ -1,0 +1,114 @@
+"""The sweep's TPU target end to end: 2 trials in turn on one stand-in v4-8 slice, a gs:// root.
+
+The stand-in gcloud (tests/launch/bin/) makes the slice of local folders and processes; the
+trainers are the real ones, writing to the storage emulator. One module fixture runs the sweep
+twice (the second run finds both trials done); the report tests read its root.
+"""
+import contextlib
+import csv
+import io
+import sys
+
+from etils import epath
+import pytest
+
+from mimjax import errors
+from mimjax.sweeps import launch
+from mimjax.sweeps import report
+from mimjax.sweeps import tpu
+from tests.launch import gcs_emulator
+from tests.launch import launch_utils as lu
+from tests.sweep import sweep_helpers as sh
+
+ROOT = f"gs://{gcs_emulator.BUCKET}/tpu_sweep"
+RUN = {"total_steps": 2, "ckpt_every_steps": 2, "log_every_steps": 1}
+GRID = [{"model.mask_ratio": 0.5}, {"model.mask_ratio": 0.9}]
+NAMES = ["mask_ratio_0.5", "mask_ratio_0.9"]
+SLICE = ["--name=sweep", "--zone=us-central1-a", "--accelerator_type=v4-8"]
+OPTIONS = tpu.Options(name="sweep", zone="us-central1-a", accelerator_type="v4-8",
+                      skip_compile_check=True)
+
+
+@pytest.fixture(scope="module")
+def tpu_sweep(gcs, tmp_path_factory):
+  """The dry run, the sweep, and the same command again; the fake cloud's state."""
+  tmp = tmp_path_factory.mktemp("tpu_sweep")
+  state = tmp / "cloud"
+  state.mkdir()
+  sweep_file = sh.write_sweep(tmp / "grid.py", GRID)
+  with pytest.MonkeyPatch.context() as mp:
+    lu.use_fake_cloud(mp, state)
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+      assert launch.launch(sh.CONFIG, sweep_file, ROOT, sh.tiny_flags(**RUN), target="tpu",
+                           dry_run=True, tpu_options=OPTIONS) == 0
+    dry_calls = (state / "calls.log").exists()
+    command = sh.sweep_cmd(sweep_file, ROOT, "--target=tpu", *SLICE, "--skip_compile_check",
+                           trainer_flags=sh.tiny_flags(**RUN))
+    first = sh.run(command, timeout=600)
+    calls = (state / "calls.log").read_text() if (state / "calls.log").exists() else ""
+    again = sh.run(command, timeout=300)
+  return dict(dry=capture.getvalue(), dry_calls=dry_calls, first=first, calls=calls,
+              again=again, state=state)
+
+
+def test_dry_run_lists_the_trials_and_the_gcloud_commands(tpu_sweep):
+  out = tpu_sweep["dry"]
+  assert not tpu_sweep["dry_calls"]  # no gcloud call
+  assert out.count(" start ") == 2 and "2 trials under gs://" in out
+  commands = [l for l in out.splitlines() if l.startswith("gcloud ")]
+  assert commands[0] == ("gcloud compute tpus tpu-vm create sweep --accelerator-type=v4-8 "
+                         "--version=tpu-ubuntu2204-base --zone=us-central1-a")
+  runs = [c for c in commands if "--process_id=0" in c]
+  assert len(runs) == 2 and len(commands) == 6  # create, scp, install, 2 trials, delete
+  for name, line in zip(NAMES, runs):
+    assert f"--workdir={ROOT}/{name}" in line and "--config=configs/mae.py:demo" in line
+  assert commands[-1] == "gcloud compute tpus tpu-vm delete sweep --quiet --zone=us-central1-a"
+
+
+def test_trials_run_in_turn_on_one_slice_and_a_rerun_skips_them(tpu_sweep):
+  first, calls = tpu_sweep["first"], tpu_sweep["calls"]
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  assert "All 2 trials done" in first.stdout
+  assert calls.count("tpu-vm create sweep") == 1 and calls.count("tpu-vm delete sweep") == 1
+  assert calls.count("pip install") == 1  # installed once, for both trials
+  assert [l.split()[4] for l in calls.splitlines() if "--process_id=0" in l] == ["sweep"] * 2
+  assert not (tpu_sweep["state"] / "tpus" / "sweep").exists()
+  losses = [lu.losses(f"{ROOT}/{name}") for name in NAMES]
+  assert [sorted(l) for l in losses] == [[1, 2], [1, 2]]
+  assert losses[0] != losses[1]  # each trial trained with its own mask ratio
+
+  again = tpu_sweep["again"]
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert again.stdout.count("skip (done)") == 2 and "Every trial is done" in again.stdout
+  assert (tpu_sweep["state"] / "calls.log").read_text() == calls  # no gcloud call at all
+
+
+def test_report_on_the_gs_root_equals_the_trials_metrics(tpu_sweep):
+  result = sh.run([sys.executable, sh.SWEEP_CLI, f"--report={ROOT}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = result.stdout.splitlines()
+  assert table[0].split() == ["trial", "overrides", "status", "step", "final_loss", "best_loss"]
+  rows = list(csv.DictReader(io.StringIO((epath.Path(ROOT) / report.CSV_NAME).read_text())))
+  assert [r["trial"] for r in rows] == NAMES
+  for row, line, overrides in zip(rows, table[1:], GRID):
+    losses = lu.losses(f"{ROOT}/{row['trial']}")
+    assert float(row["final_loss"]) == losses[2] and float(row["best_loss"]) == min(losses.values())
+    assert float(row["model.mask_ratio"]) == overrides["model.mask_ratio"]
+    assert line.split()[2:6] == ["done", "2/2", f"{losses[2]:.6g}", f"{min(losses.values()):.6g}"]
+  png = (epath.Path(ROOT) / report.PNG_NAME).read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
+  lu.use_fake_cloud(monkeypatch, tmp_path)
+  sweep_file = sh.write_sweep(tmp_path / "grid.py", GRID)
+  with pytest.raises(errors.UserError,
+                     match=r"--root \S+ is a local path, but the hosts of a TPU slice share no "
+                           r"filesystem: use a bucket .* --root gs://BUCKET/"):
+    launch.launch(sh.CONFIG, sweep_file, str(tmp_path / "root"), [], target="tpu",
+                  tpu_options=OPTIONS)
+  with pytest.raises(errors.UserError, match="--target=tpu needs --zone"):
+    launch.launch(sh.CONFIG, sweep_file, ROOT, [], target="tpu",
+                  tpu_options=tpu.Options(name="s", accelerator_type="v4-8"))
+  assert not (tmp_path / "root").exists() and not (tmp_path / "calls.log").exists()
