@@ -292,6 +292,8 @@ def test_a_config_that_does_not_fit_is_refused_before_any_gcloud_call(cloud, gcs
   out = _run(lu.launcher("tpu") + ["--name", "huge", "--zone", "us-central1-a",
                                    "--accelerator_type", "v4-8", "--", "--config",
                                    "configs/mae.py:variant=H/14,dataset=imagenet2012",
+                                   # 4096 images per chip: too big before compiling
+                                   "--config.input.batch_size=16384",
                                    "--workdir", f"{BUCKET}/huge"], timeout=600)
   assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
   assert out.stderr.count("\n") == 1, out.stderr

@@ -6,6 +6,7 @@ twice (the second run finds both trials done); the report tests read its root.
 """
 import contextlib
 import csv
+import dataclasses
 import io
 import sys
 
@@ -13,6 +14,7 @@ from etils import epath
 import pytest
 
 from mimjax import errors
+from mimjax import topology
 from mimjax.sweeps import launch
 from mimjax.sweeps import report
 from mimjax.sweeps import tpu
@@ -112,3 +114,23 @@ def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
     launch.launch(sh.CONFIG, sweep_file, ROOT, [], target="tpu",
                   tpu_options=tpu.Options(name="s", accelerator_type="v4-8"))
   assert not (tmp_path / "root").exists() and not (tmp_path / "calls.log").exists()
+
+
+@pytest.mark.skipif(not topology.has_libtpu(),
+                    reason="SKIPPED: libtpu is not installed; pip install 'mimjax[tpu]' for the "
+                           "memory check")
+def test_a_trial_that_does_not_fit_is_refused_before_the_slice_exists(gcs, tmp_path,
+                                                                       monkeypatch):
+  lu.use_fake_cloud(monkeypatch, tmp_path)
+  # H/14 on 1120 px images, 32 per chip: every block's input alone outgrows a v4 chip's 32 GiB.
+  huge = {"model.variant": "H/14", "input.image_size": 1120, "input.batch_size": 128,
+          "model.mask_ratio": 0.1}
+  sweep_file = sh.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
+  root = f"{ROOT}_too_big"
+  checked = dataclasses.replace(OPTIONS, skip_compile_check=False)
+  with pytest.raises(errors.UserError, match=(
+      r"the config does not fit in the memory of v4-8 \(1 hosts x 4 chips\) for trial "
+      r"variant_H_14-image_size_1120\S* \(model.variant=H/14,.*\): at least [\d.]+ GiB > 32 GiB")):
+    launch.launch(sh.CONFIG, sweep_file, root, ["--config.total_steps=2"], target="tpu",
+                  tpu_options=checked)
+  assert not (tmp_path / "calls.log").exists() and not epath.Path(root).exists()
