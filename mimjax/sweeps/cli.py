@@ -32,7 +32,8 @@ flags.DEFINE_string("root", None, "The sweep's directory (local or gs://): a wor
 flags.DEFINE_enum("target", "local", TARGETS, "Where the trials run.")
 flags.DEFINE_integer("parallel", None, "Trials at once: local default 1 (each gets 1/K of the "
                      "devices); slurm default no limit (the array's %K).")
-flags.DEFINE_bool("dry_run", False, "List the trials and their commands (or the sbatch script); "
+flags.DEFINE_bool("dry_run", False, "List the trials and their commands (the sbatch script, the "
+                  "gcloud commands); "
                   "start and write nothing.")
 flags.DEFINE_string("report", None, "Print the table of the sweep at this root and write "
                     "ROOT/report.csv and ROOT/report.png (nothing else happens).")

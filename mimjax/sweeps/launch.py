@@ -120,8 +120,8 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
   actions = _actions(root, manifest, trials)
   todo = [t for t in trials if actions[t.name] != SKIP]
   if tpu_target:  # trainer flags for the workers, which run the shipped checkout
-    jobs = [(t.name, t.trainer_args(tpu_target.base(base), manifest_lib.workdir(root, t.name)))
-            for t in todo]
+    shipped = tpu_target.base(base)
+    jobs = [(t.name, t.trainer_args(shipped, manifest_lib.workdir(root, t.name))) for t in todo]
   else:
     jobs = [(t.name, t.command(base, manifest_lib.workdir(root, t.name))) for t in todo]
 

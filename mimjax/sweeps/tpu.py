@@ -98,9 +98,11 @@ class Target:
         raise trials_lib.SweepError(str(e)) from None
 
   def plan(self, jobs: list[tuple[str, list[str]]]) -> list[str]:
+    """What --dry_run prints: the memory checks, then the gcloud commands, in order."""
     show = self.launch.common.show
-    commands = self.launch.plan(self.slice, [(args, manifest_lib.workdir(self.root, name))
-                                             for name, args in jobs])
+    checks = [self.launch.compile_check(self.args, args) for _, args in jobs]
+    commands = [c for c in checks if c] + self.launch.plan(
+        self.slice, [(args, manifest_lib.workdir(self.root, name)) for name, args in jobs])
     return [f"# {self.slice.label}; code: git archive of this checkout, recorded in "
             f"{self.root}/launch/", *[show(c) for c in commands]]
 

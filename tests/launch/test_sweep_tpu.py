@@ -128,6 +128,13 @@ def test_a_trial_that_does_not_fit_is_refused_before_the_slice_exists(gcs, tmp_p
   sweep_file = sh.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
   root = f"{ROOT}_too_big"
   checked = dataclasses.replace(OPTIONS, skip_compile_check=False)
+  capture = io.StringIO()
+  with contextlib.redirect_stdout(capture):
+    launch.launch(sh.CONFIG, sweep_file, root, ["--config.total_steps=2"], target="tpu",
+                  dry_run=True, tpu_options=checked)
+  checks = [l for l in capture.getvalue().splitlines() if " -m mimjax.compile " in l]
+  assert len(checks) == 2 and all(l.endswith(" --topology=v4-8") for l in checks)
+  assert "--config.model.variant=H/14" in checks[0] and "H/14" not in checks[1]
   with pytest.raises(errors.UserError, match=(
       r"the config does not fit in the memory of v4-8 \(1 hosts x 4 chips\) for trial "
       r"variant_H_14-image_size_1120\S* \(model.variant=H/14,.*\): at least [\d.]+ GiB > 32 GiB")):
