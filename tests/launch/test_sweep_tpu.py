@@ -31,32 +31,38 @@ OPTIONS = tpu.Options(name="sweep", zone="us-central1-a", accelerator_type="v4-8
                       skip_compile_check=True)
 
 
+def _launch(sweep_file, root, flags, options=OPTIONS, **kwargs) -> tuple[int, str]:
+  """The sweep in this process, which has the configs loaded already: (exit status, output)."""
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    code = launch.launch(sh.CONFIG, sweep_file, root, flags, target="tpu", tpu_options=options,
+                         **kwargs)
+  return code, out.getvalue()
+
+
 @pytest.fixture(scope="module")
 def tpu_sweep(gcs, tmp_path_factory):
-  """The dry run, the sweep, and the same command again; the fake cloud's state."""
+  """The dry run, the sweep (its CLI), and the same sweep again; the fake cloud's state."""
   tmp = tmp_path_factory.mktemp("tpu_sweep")
   state = tmp / "cloud"
   state.mkdir()
   sweep_file = sh.write_sweep(tmp / "grid.py", GRID)
   with pytest.MonkeyPatch.context() as mp:
     lu.use_fake_cloud(mp, state)
-    capture = io.StringIO()
-    with contextlib.redirect_stdout(capture):
-      assert launch.launch(sh.CONFIG, sweep_file, ROOT, sh.tiny_flags(**RUN), target="tpu",
-                           dry_run=True, tpu_options=OPTIONS) == 0
+    dry_code, dry = _launch(sweep_file, ROOT, sh.tiny_flags(**RUN), dry_run=True)
     dry_calls = (state / "calls.log").exists()
     command = sh.sweep_cmd(sweep_file, ROOT, "--target=tpu", *SLICE, "--skip_compile_check",
                            trainer_flags=sh.tiny_flags(**RUN))
     first = sh.run(command, timeout=600)
     calls = (state / "calls.log").read_text() if (state / "calls.log").exists() else ""
-    again = sh.run(command, timeout=300)
-  return dict(dry=capture.getvalue(), dry_calls=dry_calls, first=first, calls=calls,
-              again=again, state=state)
+    again_code, again = _launch(sweep_file, ROOT, sh.tiny_flags(**RUN))
+  return dict(dry=dry, dry_code=dry_code, dry_calls=dry_calls, first=first, calls=calls,
+              again=again, again_code=again_code, state=state)
 
 
 def test_dry_run_lists_the_trials_and_the_gcloud_commands(tpu_sweep):
   out = tpu_sweep["dry"]
-  assert not tpu_sweep["dry_calls"]  # no gcloud call
+  assert tpu_sweep["dry_code"] == 0 and not tpu_sweep["dry_calls"]  # no gcloud call
   assert out.count(" start ") == 2 and "2 trials under gs://" in out
   commands = [l for l in out.splitlines() if l.startswith("gcloud ")]
   assert commands[0] == ("gcloud compute tpus tpu-vm create sweep --accelerator-type=v4-8 "
@@ -81,8 +87,8 @@ def test_trials_run_in_turn_on_one_slice_and_a_rerun_skips_them(tpu_sweep):
   assert losses[0] != losses[1]  # each trial trained with its own mask ratio
 
   again = tpu_sweep["again"]
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert again.stdout.count("skip (done)") == 2 and "Every trial is done" in again.stdout
+  assert tpu_sweep["again_code"] == 0, again
+  assert again.count("skip (done)") == 2 and "Every trial is done" in again
   assert (tpu_sweep["state"] / "calls.log").read_text() == calls  # no gcloud call at all
 
 
@@ -108,11 +114,12 @@ def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
   with pytest.raises(errors.UserError,
                      match=r"--root \S+ is a local path, but the hosts of a TPU slice share no "
                            r"filesystem: use a bucket .* --root gs://BUCKET/"):
-    launch.launch(sh.CONFIG, sweep_file, str(tmp_path / "root"), [], target="tpu",
-                  tpu_options=OPTIONS)
+    _launch(sweep_file, str(tmp_path / "root"), [])
   with pytest.raises(errors.UserError, match="--target=tpu needs --zone"):
-    launch.launch(sh.CONFIG, sweep_file, ROOT, [], target="tpu",
-                  tpu_options=tpu.Options(name="s", accelerator_type="v4-8"))
+    _launch(sweep_file, ROOT, [], tpu.Options(name="s", accelerator_type="v4-8"))
+  with pytest.raises(errors.UserError, match="--parallel=2 with --target=tpu: the trials run in "
+                                             "turn on one slice"):
+    _launch(sweep_file, ROOT, [], parallel=2)
   assert not (tmp_path / "root").exists() and not (tmp_path / "calls.log").exists()
 
 
@@ -128,16 +135,12 @@ def test_a_trial_that_does_not_fit_is_refused_before_the_slice_exists(gcs, tmp_p
   sweep_file = sh.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
   root = f"{ROOT}_too_big"
   checked = dataclasses.replace(OPTIONS, skip_compile_check=False)
-  capture = io.StringIO()
-  with contextlib.redirect_stdout(capture):
-    launch.launch(sh.CONFIG, sweep_file, root, ["--config.total_steps=2"], target="tpu",
-                  dry_run=True, tpu_options=checked)
-  checks = [l for l in capture.getvalue().splitlines() if " -m mimjax.compile " in l]
+  _, dry = _launch(sweep_file, root, ["--config.total_steps=2"], checked, dry_run=True)
+  checks = [l for l in dry.splitlines() if " -m mimjax.compile " in l]
   assert len(checks) == 2 and all(l.endswith(" --topology=v4-8") for l in checks)
   assert "--config.model.variant=H/14" in checks[0] and "H/14" not in checks[1]
   with pytest.raises(errors.UserError, match=(
       r"the config does not fit in the memory of v4-8 \(1 hosts x 4 chips\) for trial "
       r"variant_H_14-image_size_1120\S* \(model.variant=H/14,.*\): at least [\d.]+ GiB > 32 GiB")):
-    launch.launch(sh.CONFIG, sweep_file, root, ["--config.total_steps=2"], target="tpu",
-                  tpu_options=checked)
+    _launch(sweep_file, root, ["--config.total_steps=2"], checked)
   assert not (tmp_path / "calls.log").exists() and not epath.Path(root).exists()
