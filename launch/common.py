@@ -63,12 +63,12 @@ def workdir_of(trainer_args: list[str]) -> str:
   return workdir
 
 
-def check_shared_workdir(workdir: str, target: str):
+def check_shared_workdir(workdir: str, target: str, flag: str = "--workdir"):
   """A multi-host target's hosts share no disk: their workdir must be a URL (gs://...)."""
   if "://" not in workdir:
-    raise LaunchError(f"--workdir {workdir} is a local path, but the hosts of a {target} share "
+    raise LaunchError(f"{flag} {workdir} is a local path, but the hosts of a {target} share "
                       "no filesystem: use a bucket in the slice's region, e.g. "
-                      "--workdir gs://BUCKET/RUN")
+                      f"{flag} gs://BUCKET/RUN")
 
 
 # ---------------------------------------------------------------------------------------------

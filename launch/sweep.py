@@ -2,6 +2,9 @@ r"""Runs a config sweep (see mimjax/sweeps/cli.py): the same command as mimjax-s
 
   python launch/sweep.py --config configs/mae.py:demo --sweep configs/sweeps/mae_demo.py \
       --root workdirs/mae_sweep
+  python launch/sweep.py --config configs/mae.py:demo --sweep configs/sweeps/mae_demo.py \
+      --root gs://BUCKET/mae_sweep --target tpu --name mae-sweep --zone us-central1-a \
+      --accelerator_type v5litepod-8
   python launch/sweep.py --report workdirs/mae_sweep
 """
 from mimjax.sweeps import cli

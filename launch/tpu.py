@@ -56,7 +56,7 @@ def topology(accelerator_type: str) -> tuple[int, int]:
   return chips // chips_per_host, chips_per_host
 
 
-def _parser():
+def parser():
   p = argparse.ArgumentParser(prog="launch/tpu.py", description=__doc__.split("\n\n")[0])
   p.add_argument("--name", required=True, help="The slice (TPU VM) name.")
   p.add_argument("--zone", required=True, help="e.g. us-central1-a; the bucket's region.")
@@ -82,6 +82,11 @@ class Slice:
     self.hosts, self.devices_per_host = topology(args.accelerator_type)
     family = args.accelerator_type.split("-")[0]
     self.runtime = args.runtime_version or FAMILIES[family][2]
+    self.installed = False  # the code is on the workers (a sweep's next trial needs no install)
+
+  @property
+  def label(self) -> str:
+    return f"{self.args.accelerator_type} ({self.hosts} hosts x {self.devices_per_host} chips)"
 
   def _where(self) -> list[str]:
     where = [f"--zone={self.args.zone}"]
@@ -180,7 +185,24 @@ def compile_check(args, trainer_args: list[str]) -> list[str] | None:
   config_args = [a for i, a in enumerate(trainer_args)
                  if a.startswith("--config") or (i and trainer_args[i - 1] == "--config")]
   return [sys.executable, "-m", "mimjax.compile", *config_args,
-          f"--topology={args.accelerator_type}", "--report=compile_report.json"]
+          f"--topology={args.accelerator_type}"]
+
+
+def check_fits(check: list[str] | None, target: str):
+  """Runs the memory check `check`; LaunchError with its verdict when the config does not fit."""
+  if not check:
+    return
+  print(f"launch: checking that the config fits in the memory of {target}", flush=True)
+  result = subprocess.run(check, cwd=common.ROOT, capture_output=True, text=True)
+  lines = result.stdout.strip().splitlines()
+  if result.returncode == 1:  # mimjax.compile's last line is the verdict
+    verdict = lines[-1].removeprefix("does not fit: ") if lines else "see mimjax.compile"
+    raise common.LaunchError(f"the config does not fit in the memory of {target}: {verdict}")
+  if result.returncode:
+    error = result.stderr.strip().splitlines()
+    raise common.LaunchError(f"the memory check {common.show(check)[:300]} failed "
+                             f"({result.returncode}): {error[-1] if error else 'no output'}")
+  print("\n".join(f"launch: {line}" for line in lines), flush=True)
 
 
 def _wait_active(tpu: Slice):
@@ -191,12 +213,15 @@ def _wait_active(tpu: Slice):
 
 def _bring_up(tpu: Slice, archive: str):
   state = _state(tpu)
+  if tpu.installed and state == "READY":
+    return
   if state is None:
     _call(tpu.create())
   if tpu.args.queued:
     _wait_active(tpu)
   _call(tpu.scp(archive, "~/mimjax_code.tar.gz"))
   _call(tpu.ssh("all", tpu.install()))
+  tpu.installed = True
 
 
 def _run(tpu: Slice, trainer_args, workdir, attach: bool) -> int:
@@ -208,64 +233,71 @@ def _run(tpu: Slice, trainer_args, workdir, attach: bool) -> int:
   return common.run_workers(commands, stop_all=stop)
 
 
+def plan(tpu: Slice, runs: list[tuple[list[str], str]]) -> list[list[str]]:
+  """The gcloud commands that create the slice, run each (trainer args, workdir) of `runs` in
+  turn on it and delete it (unless --keep): what --dry_run prints."""
+  commands = [tpu.create(), tpu.scp("code.tar.gz", "~/mimjax_code.tar.gz"),
+              tpu.ssh("all", tpu.install())]
+  for trainer_args, workdir in runs:
+    commands += [tpu.ssh(i, tpu.run(i, trainer_args, workdir)) for i in range(tpu.hosts)]
+  return commands + ([] if tpu.args.keep else [tpu.delete()])
+
+
+def run(tpu: Slice, archive: str, trainer_args: list[str], workdir: str) -> int:
+  """Runs the trainer on every worker, first creating the slice and installing `archive` when
+  that is not done yet; with --spot a preempted slice is recreated and the run resumed."""
+  restarts = 0
+  while True:
+    _bring_up(tpu, archive)
+    code = _run(tpu, trainer_args, workdir, attach=False)
+    if not tpu.args.spot or _state(tpu) not in (None, "PREEMPTED", "TERMINATED", "STOPPED"):
+      return code
+    restarts += 1
+    if restarts > tpu.args.max_restarts:
+      print(f"launch: preempted {restarts} times: giving up", file=sys.stderr)
+      return code or 1
+    print(f"launch: {tpu.args.name} was preempted: recreating it and resuming "
+          f"(restart {restarts})", flush=True)
+    _call(tpu.delete(), check=False)
+    tpu.installed = False
+
+
+def ship(tpu: Slice, workdir: str) -> str:
+  """This checkout as an archive to install on the workers (recorded in WORKDIR/launch/)."""
+  archive = os.path.join(tempfile.mkdtemp(prefix="mimjax_ship_"), "code.tar.gz")
+  sha = common.ship(workdir, archive)
+  print(f"launch: {tpu.label}, code {sha[:12]}", flush=True)
+  return archive
+
+
 def launch(argv: list[str]) -> int:
   own, trainer_args = common.split_argv(argv)
-  args = _parser().parse_args(own)
+  args = parser().parse_args(own)
   tpu = Slice(args)
   workdir = common.workdir_of(trainer_args)
   common.check_shared_workdir(workdir, "TPU slice")
-  target = f"{args.accelerator_type} ({tpu.hosts} hosts x {tpu.devices_per_host} chips)"
   check = compile_check(args, trainer_args)
 
   if args.dry_run:
-    print(f"# {target}; code: git archive of this checkout, recorded in {workdir}/launch/")
-    if check:
-      print(common.show(check))
-    print(common.show(tpu.create()))
-    print(common.show(tpu.scp("code.tar.gz", "~/mimjax_code.tar.gz")))
-    print(common.show(tpu.ssh("all", tpu.install())))
-    for i in range(tpu.hosts):
-      print(common.show(tpu.ssh(i, tpu.run(i, trainer_args, workdir))))
-    if not args.keep:
-      print(common.show(tpu.delete()))
+    print(f"# {tpu.label}; code: git archive of this checkout, recorded in {workdir}/launch/")
+    for command in ([check] if check else []) + plan(tpu, [(trainer_args, workdir)]):
+      print(common.show(command))
     return 0
 
   common.check_config(common.load_config(trainer_args), tpu.hosts * tpu.devices_per_host,
-                      tpu.hosts, target)
-  if check:
-    result = subprocess.run(check, cwd=common.ROOT)
-    if result.returncode == 1:
-      raise common.LaunchError(f"the config does not fit in the memory of {target} (see "
-                               "compile_report.json): use a bigger slice, more FSDP or remat")
-    if result.returncode:
-      raise common.LaunchError(f"the memory check {common.show(check)} failed "
-                               f"({result.returncode})")
+                      tpu.hosts, tpu.label)
+  check_fits(check, tpu.label)
   common.check_workdir(workdir)
 
   # A live run of this workdir on the slice: follow it rather than start a second copy.
   if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
     print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
-    return _finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
-
-  archive = os.path.join(tempfile.mkdtemp(prefix="mimjax_ship_"), "code.tar.gz")
-  sha = common.ship(workdir, archive)
-  print(f"launch: {target}, code {sha[:12]}", flush=True)
-  restarts = 0
-  while True:
-    _bring_up(tpu, archive)
-    code = _run(tpu, trainer_args, workdir, attach=False)
-    if not args.spot or _state(tpu) not in (None, "PREEMPTED", "TERMINATED", "STOPPED"):
-      return _finish(tpu, code)
-    restarts += 1
-    if restarts > args.max_restarts:
-      print(f"launch: preempted {restarts} times: giving up", file=sys.stderr)
-      return _finish(tpu, code or 1)
-    print(f"launch: {args.name} was preempted: recreating it and resuming "
-          f"(restart {restarts})", flush=True)
-    _call(tpu.delete(), check=False)
+    return finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
+  return finish(tpu, run(tpu, ship(tpu, workdir), trainer_args, workdir))
 
 
-def _finish(tpu: Slice, code: int) -> int:
+def finish(tpu: Slice, code: int) -> int:
+  """Deletes the slice (or with --keep says how to); returns `code`."""
   if tpu.args.keep:
     print(f"launch: keeping {tpu.args.name} (it bills until deleted): "
           f"{common.show(tpu.delete())}", flush=True)

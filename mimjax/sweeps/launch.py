@@ -12,6 +12,7 @@ from mimjax.sweeps import local
 from mimjax.sweeps import manifest as manifest_lib
 from mimjax.sweeps import progress as progress_lib
 from mimjax.sweeps import slurm
+from mimjax.sweeps import tpu
 from mimjax.sweeps import trials as trials_lib
 from mimjax.sweeps.trials import SweepError
 
@@ -84,14 +85,16 @@ def _actions(root: str, manifest: dict, trials: list[trials_lib.Trial]) -> dict[
 
 def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target: str = "local",
            parallel: int | None = None, dry_run: bool = False,
-           slurm_options: slurm.Options = slurm.Options()) -> int:
+           slurm_options: slurm.Options = slurm.Options(),
+           tpu_options: tpu.Options = tpu.Options()) -> int:
   """Runs (or with `dry_run` lists) the sweep; returns the exit status for the command line."""
-  if target == "tpu":
-    raise SweepError("--target=tpu is not available for sweeps yet: on a TPU VM run the trials "
-                     "in turn with --target=local, or use --target=slurm on a GPU cluster")
   _check_trainer_flags(trainer_flags)
   if "://" not in root:
     root = os.path.abspath(root)  # the trials may start elsewhere (SLURM nodes)
+  if target == "tpu" and parallel not in (None, 1):
+    raise SweepError(f"--parallel={parallel} with --target=tpu: the trials run in turn on one "
+                     "slice (its chips serve one trainer); drop --parallel")
+  tpu_target = tpu.Target(tpu_options, root) if target == "tpu" else None
   devices = local.cpu_only() if target == "local" else None
   probe = local.start_probe() if target == "local" and devices is None else None
   try:
@@ -108,13 +111,19 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
     devices = local.finish_probe(probe)
   if target == "local":
     num_processes, num_devices = 1, local.share(devices, parallel or 1)
+  elif tpu_target:
+    num_processes, num_devices = tpu_target.num_processes, tpu_target.num_devices
   else:
     num_processes, num_devices = slurm_options.nodes, slurm_options.num_devices()
   trials = build_trials(base, sweep_overrides, existing, num_processes, num_devices)
   manifest = manifest_lib.merge(existing, base, trials)
   actions = _actions(root, manifest, trials)
-  jobs = [(t.name, t.command(base, manifest_lib.workdir(root, t.name)))
-          for t in trials if actions[t.name] != SKIP]
+  todo = [t for t in trials if actions[t.name] != SKIP]
+  if tpu_target:  # trainer flags for the workers, which run the shipped checkout
+    shipped = tpu_target.base(base)
+    jobs = [(t.name, t.trainer_args(shipped, manifest_lib.workdir(root, t.name))) for t in todo]
+  else:
+    jobs = [(t.name, t.command(base, manifest_lib.workdir(root, t.name))) for t in todo]
 
   width = max(len(t.name) for t in trials)
   print(f"{len(trials)} trials under {root} ({num_devices} device(s) each):")
@@ -125,10 +134,15 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
   if dry_run:
     if script:
       print(f"\nThe array job (submitted without --dry_run):\n\n{script}")
+    elif tpu_target and jobs:
+      print("\nThe gcloud commands (run without --dry_run):\n")
+      print("\n".join(tpu_target.plan(jobs)))
     else:
       for name, command in jobs:
         print(f"\n{name}:\n  {' '.join(command)}")
     return 0
+  if tpu_target:
+    tpu_target.check(trials, jobs)  # the memory check of every trial, before the slice exists
   manifest_lib.write(root, manifest)
   if not jobs:
     print("Every trial is done: see the results with --report", root)
@@ -138,7 +152,10 @@ def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target:
     print(f"Submitted array job {job_id}: {len(jobs)} tasks; watch it with `squeue -j {job_id}`, "
           f"results with --report {root}")
     return 0
-  local.run(root, jobs, devices, parallel or 1)
+  if tpu_target:
+    tpu_target.run(jobs)
+  else:
+    local.run(root, jobs, devices, parallel or 1)
   entries = {t["name"]: t for t in manifest["trials"]}
   unfinished = [t.name for t in trials
                 if progress_lib.progress(root, entries[t.name]).status != progress_lib.DONE]

@@ -50,9 +50,11 @@ class Trial:
   def flags(self) -> list[str]:
     return [f"--config.{key}={render(value)}" for key, value in self.overrides.items()]
 
+  def trainer_args(self, base: Base, workdir: str) -> list[str]:
+    return [f"--config={base.config}", f"--workdir={workdir}", *base.flags, *self.flags()]
+
   def command(self, base: Base, workdir: str) -> list[str]:
-    return [*TRAINER, f"--config={base.config}", f"--workdir={workdir}", *base.flags,
-            *self.flags()]
+    return [*TRAINER, *self.trainer_args(base, workdir)]
 
   def label(self) -> str:
     return f"trial {self.name} ({describe(self.overrides)})"

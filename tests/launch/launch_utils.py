@@ -12,6 +12,13 @@ STEPS = dict(total_steps=12, ckpt_every_steps=2)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def use_fake_cloud(monkeypatch, state) -> None:
+  """The stand-ins (tests/launch/bin/) first on PATH, their state and log of calls in `state`."""
+  monkeypatch.setenv("PATH", os.path.join(HERE, "bin") + os.pathsep + os.environ["PATH"])
+  monkeypatch.setenv("MIMJAX_FAKE_CLOUD", str(state))
+  monkeypatch.setenv("MIMJAX_TEST_PYTHON", sys.executable)
+
+
 def losses(workdir) -> dict[int, float]:
   """step -> loss of a workdir, local or gs://."""
   return {r["step"]: r["loss"] for r in metric_files.read(workdir)}

@@ -13,12 +13,16 @@ import time
 
 import pytest
 
+from mimjax import topology
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
 from tests.launch import launch_utils as lu
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
 STEPS = lu.STEPS
+needs_libtpu = pytest.mark.skipif(
+    not topology.has_libtpu(),
+    reason="SKIPPED: libtpu is not installed; pip install 'mimjax[tpu]' for the memory check")
 L16 = ["--config", "configs/mae.py:variant=L/16,dataset=imagenet2012", "--workdir", "gs://b/r"]
 
 
@@ -27,9 +31,7 @@ def cloud(tmp_path, monkeypatch):
   """The stand-ins first on PATH; their state (and log of calls) under tmp_path."""
   state = tmp_path / "cloud"
   state.mkdir()
-  monkeypatch.setenv("PATH", os.path.join(lu.HERE, "bin") + os.pathsep + os.environ["PATH"])
-  monkeypatch.setenv("MIMJAX_FAKE_CLOUD", str(state))
-  monkeypatch.setenv("MIMJAX_TEST_PYTHON", sys.executable)
+  lu.use_fake_cloud(monkeypatch, state)
   return state
 
 
@@ -141,7 +143,7 @@ def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, acceler
 def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
   """The follower never starts before the log exists, however fast the trainer is."""
   tpu = _import("tpu")
-  args = tpu._parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
+  args = tpu.parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
                                    "--python", "echo"])
   (tmp_path / "mimjax").mkdir()
   command = tpu.Slice(args).run(0, ["--workdir", "gs://b/r"], "gs://b/r")
@@ -262,3 +264,40 @@ def test_launching_a_live_run_again_attaches_to_it(cloud, gcs):
   assert calls.count("tpu-vm create attach") == 1 and calls.count("--process_id=0") == 1
   assert sorted(lu.losses(workdir)) == list(range(1, 61))  # one run, never restarted
   assert not (cloud / "tpus" / "attach").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory check (mimjax.compile for the slice's topology) before the slice is created.
+# ---------------------------------------------------------------------------------------------
+@needs_libtpu
+def test_tpu_launch_checks_the_config_fits_and_then_runs(cloud, gcs):
+  workdir = f"{BUCKET}/tpu_checked"
+  steps = dict(total_steps=2, ckpt_every_steps=2)
+  out = _run(lu.launcher("tpu") + ["--name", "checked", "--zone", "us-central1-a",
+                                   "--accelerator_type", "v4-8", "--",
+                                   *tu.cli_flags("mae", workdir, **steps)], timeout=600)
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  # mimjax.compile ran for v4-8's topology (under JAX_PLATFORMS=cpu), before any gcloud call.
+  check = out.stdout.index("launch: checking that the config fits in the memory of v4-8")
+  assert out.stdout.index("mesh {'data': 4, 'fsdp': 1} on v4:2x2x1 (v4-8)") > check
+  verdict = re.search(r"^launch: fits: ([\d.]+) GiB of 32 GiB$", out.stdout, re.M)
+  assert verdict and float(verdict.group(1)) < 1, out.stdout[-3000:]
+  assert out.stdout.index("launch: gcloud compute tpus tpu-vm create checked") > verdict.start()
+  assert "[0] step 2/2" in out.stdout and sorted(lu.losses(workdir)) == [1, 2]
+  assert (cloud / "calls.log").read_text().count("tpu-vm create checked") == 1
+
+
+@needs_libtpu
+def test_a_config_that_does_not_fit_is_refused_before_any_gcloud_call(cloud, gcs):
+  out = _run(lu.launcher("tpu") + ["--name", "huge", "--zone", "us-central1-a",
+                                   "--accelerator_type", "v4-8", "--", "--config",
+                                   "configs/mae.py:variant=H/14,dataset=imagenet2012",
+                                   # 4096 images per chip: too big before compiling
+                                   "--config.input.batch_size=16384",
+                                   "--workdir", f"{BUCKET}/huge"], timeout=600)
+  assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+  assert out.stderr.count("\n") == 1, out.stderr
+  assert re.fullmatch(r"launch/tpu.py: error: the config does not fit in the memory of v4-8 "
+                      r"\(1 hosts x 4 chips\): at least [\d.]+ GiB > 32 GiB .*; try "
+                      r"--config.mesh.fsdp=4 .*\n", out.stderr), out.stderr
+  assert not (cloud / "calls.log").exists()

@@ -2,13 +2,10 @@
 import os
 import re
 
-import pytest
-
 from mimjax.sweeps import launch
 from mimjax.sweeps import progress
 from mimjax.sweeps import report
 from mimjax.sweeps import slurm
-from mimjax.sweeps import trials
 from tests import trainer_utils as tu
 from tests.sweep import sweep_helpers as sh
 
@@ -67,9 +64,3 @@ def test_array_job_runs_every_trial(tmp_path, capsys):
   out = capsys.readouterr().out
   assert "Every trial is done" in out and "Submitted" not in out
 
-
-def test_tpu_target_is_refused_in_one_line(tmp_path):
-  sweep = sh.write_sweep(tmp_path / "grid.py", GRID)
-  with pytest.raises(trials.SweepError, match="--target=tpu is not available for sweeps yet"):
-    launch.launch(sh.CONFIG, sweep, str(tmp_path / "root"), [], target="tpu")
-  assert not (tmp_path / "root").exists()

@@ -1,0 +1,130 @@
+"""The TPU target: every trial in turn on one Cloud TPU VM slice, through launch/tpu.py's parts.
+
+The slice is created once, this checkout shipped (recorded in ROOT/launch/) and installed once;
+each trial's trainer then runs on all the slice's hosts exactly as `launch/tpu.py` runs one
+(`--distributed`, worker 0's log streamed, a preempted spot slice recreated and the trial
+resumed); after the last trial the slice is deleted unless `keep`. The root is on gs://: the
+workers write there and this machine reads the trials' progress from there.
+"""
+import dataclasses
+import importlib.util
+import os
+import sys
+
+from mimjax.sweeps import manifest as manifest_lib
+from mimjax.sweeps import progress
+from mimjax.sweeps import trials as trials_lib
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LAUNCHER = os.path.join(CHECKOUT, "launch", "tpu.py")
+_MODULE = "mimjax_launch_tpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """launch/tpu.py's own flags, as the sweep command takes them."""
+  name: str = ""
+  zone: str = ""
+  accelerator_type: str = ""
+  spot: bool = False
+  keep: bool = False
+  skip_compile_check: bool = False
+
+  def argv(self) -> list[str]:
+    missing = [f"--{k}" for k in ("name", "zone", "accelerator_type") if not getattr(self, k)]
+    if missing:
+      raise trials_lib.SweepError(f"--target=tpu needs {' '.join(missing)}: the slice to create, "
+                                  "e.g. --name=sweep --zone=us-central1-a "
+                                  "--accelerator_type=v5litepod-8")
+    switches = [f"--{k}" for k in ("spot", "keep", "skip_compile_check") if getattr(self, k)]
+    return ["--name", self.name, "--zone", self.zone, "--accelerator_type",
+            self.accelerator_type, *switches]
+
+
+def launcher():
+  """launch/tpu.py as a module; the TPU target ships this checkout, so it runs from one."""
+  if _MODULE in sys.modules:
+    return sys.modules[_MODULE]
+  if not os.path.isfile(LAUNCHER):
+    raise trials_lib.SweepError(f"--target=tpu ships a mimjax checkout to the slice, and "
+                                f"{LAUNCHER} is not there: run the sweep from a checkout")
+  directory = os.path.dirname(LAUNCHER)
+  if directory not in sys.path:
+    sys.path.append(directory)  # its `import common`
+  spec = importlib.util.spec_from_file_location(_MODULE, LAUNCHER)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[_MODULE] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+class Target:
+  """One slice for the whole sweep."""
+
+  def __init__(self, options: Options, root: str):
+    self.launch = launcher()
+    self.args = self.launch.parser().parse_args(options.argv())
+    self.slice = self.launch.Slice(self.args)
+    self.root = root
+    self.launch.common.check_shared_workdir(root, "TPU slice", flag="--root")
+
+  @property
+  def num_processes(self) -> int:
+    return self.slice.hosts
+
+  @property
+  def num_devices(self) -> int:
+    return self.slice.hosts * self.slice.devices_per_host
+
+  def base(self, base: trials_lib.Base) -> trials_lib.Base:
+    """`base` with its config file named inside the checkout, where the workers unpack it."""
+    path, sep, arg = base.config.partition(":")
+    relative = os.path.relpath(path, CHECKOUT)
+    if relative.startswith(".."):
+      raise trials_lib.SweepError(f"--config {path} is outside this checkout ({CHECKOUT}), which "
+                                  "is what the slice gets: put the config file under configs/")
+    return trials_lib.Base(relative + sep + arg, base.flags)
+
+  def check(self, trials: list[trials_lib.Trial], jobs: list[tuple[str, list[str]]]):
+    """The root takes a write, and each trial still to run fits in the chips' memory
+    (mimjax.compile, unless skip_compile_check); else a UserError, before the slice exists."""
+    self.launch.common.check_workdir(self.root)
+    labels = {t.name: t.label() for t in trials}
+    for name, trainer_args in jobs:
+      try:
+        self.launch.check_fits(self.launch.compile_check(self.args, trainer_args),
+                               f"{self.slice.label} for {labels[name]}")
+      except self.launch.common.LaunchError as e:
+        raise trials_lib.SweepError(str(e)) from None
+
+  def plan(self, jobs: list[tuple[str, list[str]]]) -> list[str]:
+    """What --dry_run prints: the memory checks, then the gcloud commands, in order."""
+    show = self.launch.common.show
+    checks = [self.launch.compile_check(self.args, args) for _, args in jobs]
+    commands = [c for c in checks if c] + self.launch.plan(
+        self.slice, [(args, manifest_lib.workdir(self.root, name)) for name, args in jobs])
+    return [f"# {self.slice.label}; code: git archive of this checkout, recorded in "
+            f"{self.root}/launch/", *[show(c) for c in commands]]
+
+  def run(self, jobs: list[tuple[str, list[str]]]):
+    """Runs `jobs` (trial name, trainer args) in turn on the slice, then deletes it (unless keep).
+
+    A trial that fails is marked so and the next one runs; Ctrl-C stops the trainers (they save)
+    and ends the sweep.
+    """
+    archive = self.launch.ship(self.slice, self.root)
+    code = 0
+    try:
+      for name, trainer_args in jobs:
+        print(f"=== {name}: {' '.join(trainer_args)}", flush=True)
+        # The launcher's pid: the trial counts as running while this command lives.
+        progress.mark(self.root, name, progress.RUNNING, pid=os.getpid())
+        code = self.launch.run(self.slice, archive, trainer_args,
+                               manifest_lib.workdir(self.root, name))
+        progress.mark(self.root, name, progress.DONE if code == 0 else progress.FAILED, code)
+        print(f"=== {name}: {'finished' if code == 0 else f'exit status {code}'}", flush=True)
+        if code == 130:  # interrupted
+          break
+    finally:
+      self.launch.finish(self.slice, code)
+
