@@ -3,8 +3,8 @@ r"""Runs mimjax-train on a Cloud TPU VM slice (a pod: every host runs one proces
   python launch/tpu.py --name mae-l16 --zone us-central1-a --accelerator_type v5litepod-16 \
       -- --config configs/mae.py:variant=L/16,dataset=imagenet2012 --workdir gs://BUCKET/mae-l16
 
-Steps: check the config against the slice's devices (and, when mimjax/compile.py is present,
-that it fits in the chips' memory); check the gs:// workdir is writable; create the slice
+Steps: check the config against the slice's devices and (mimjax.compile, unless
+--skip_compile_check) that it fits in the chips' memory; check the gs:// workdir is writable; create the slice
 (`gcloud compute tpus tpu-vm create`, or `queued-resources create` with --queued); ship this
 checkout (git archive, recorded in WORKDIR/launch/) and install it with the `tpu` extra on every
 worker; stop a stale trainer of an earlier launch that still holds the chips (by its pid); run
@@ -175,12 +175,8 @@ def _state(tpu: Slice) -> str | None:
 
 
 def compile_check(args, trainer_args: list[str]) -> list[str] | None:
-  """The mimjax.compile memory check's command (None when this checkout has no such module)."""
+  """The mimjax.compile memory check's command (None with --skip_compile_check)."""
   if args.skip_compile_check:
-    return None
-  if not os.path.exists(os.path.join(common.ROOT, "mimjax", "compile.py")):
-    print("launch: mimjax/compile.py is not in this checkout: skipping the memory check",
-          file=sys.stderr)
     return None
   config_args = [a for i, a in enumerate(trainer_args)
                  if a.startswith("--config") or (i and trainer_args[i - 1] == "--config")]
