@@ -29,14 +29,19 @@ class WorkdirBusyError(errors.UserError, RuntimeError):
   """Another live run holds the workdir."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` of this host still runs (a killed, unreaped zombie does not)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
     return False
   except PermissionError:
     return True  # alive, owned by someone else
-  return True
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rpartition(")")[2].split()[0] != "Z"
+  except OSError:
+    return True  # no /proc (macOS): kill(0) is all we know
 
 
 def _read(path: epath.Path) -> dict | None:
@@ -50,7 +55,7 @@ def owner_is_alive(lock: dict, now: float | None = None, stale_seconds: float = 
                    host: str | None = None) -> bool:
   """Whether the run that wrote `lock` may still be running."""
   if lock.get("host") == (host or socket.gethostname()):
-    return _pid_alive(int(lock.get("pid", -1)))
+    return pid_alive(int(lock.get("pid", -1)))
   return (now or time.time()) - float(lock.get("heartbeat", 0)) < stale_seconds
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from etils import epath
 
+from mimjax import workdir_lock
+
 # mimjax.CHECKPOINT_SUBDIR and mimjax.metrics.JSONL, not imported: they pull in orbax and
 # TensorFlow, and a report should not wait for them (tests/sweep checks that they agree).
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -86,17 +88,7 @@ def _alive(marker: dict[str, Any]) -> bool:
   """False when the marker's trainer ran on this host and is gone (its launcher was killed)."""
   if marker.get("host") != socket.gethostname() or not marker.get("pid"):
     return True  # another host's process: trust the marker
-  try:
-    os.kill(marker["pid"], 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  try:  # a killed process nobody has reaped yet is a zombie: gone all the same
-    with open(f"/proc/{marker['pid']}/stat") as f:
-      return f.read().rpartition(")")[2].split()[0] != "Z"
-  except OSError:
-    return True
+  return workdir_lock.pid_alive(marker["pid"])
 
 
 def _read_marker(root: str, name: str) -> dict[str, Any]:

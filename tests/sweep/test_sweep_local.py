@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+from etils import epath
 import pytest
 
 from mimjax import train
+from mimjax import workdir_lock
 from mimjax.sweeps import launch
 from mimjax.sweeps import manifest
 from mimjax.sweeps import progress
@@ -36,6 +38,14 @@ def _snapshot(workdir):
   return out
 
 
+def _wait_until_gone(pid, timeout=60):
+  """SIGKILL is delivered at once, but a trainer with many threads takes a moment to exit."""
+  deadline = time.time() + timeout
+  while workdir_lock.pid_alive(pid):
+    assert time.time() < deadline, f"the killed trainer (pid {pid}) is still alive"
+    time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def sweep_run(tmp_path_factory):
   """The sweep killed with SIGKILL in the middle of trial 2, then the same command again."""
@@ -54,6 +64,8 @@ def sweep_run(tmp_path_factory):
     time.sleep(0.05)
   os.killpg(proc.pid, signal.SIGKILL)  # the sweep and its running trainer
   proc.wait()
+  marker = epath.Path(root) / progress.STATUS_DIR / f"{NAMES[1]}.json"
+  _wait_until_gone(json.loads(marker.read_text())["pid"])
   killed = {"trial1": _snapshot(os.path.join(root, NAMES[0])),
             "trial2_steps": progress.checkpoint_steps(second),
             "rows": report.collect(root)}
