@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -143,12 +142,6 @@ def test_analyze_heads_flag():
       analyze.parse_heads([bad], 2, 3)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):
   config_file = tmp_path / "config.py"
   config_file.write_text(CONFIG_FILE)
@@ -156,16 +149,9 @@ def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):
   single = str(tmp_path / "single")
   train.train(_with_evals(tu.tiny_config("mae"), every_steps=0), single)
   multi = str(tmp_path / "multi")
-  port = _free_port()
-  procs = []
-  for i in range(2):
-    flags = tu.cli_flags("mae", multi, **overrides)
-    flags[0] = f"--config={config_file}:demo"
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "mimjax.main", *flags, "--distributed",
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
-        env=tu.cli_env(devices=1), cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True))
+  flags = tu.cli_flags("mae", multi, **overrides)
+  flags[0] = f"--config={config_file}:demo"
+  procs = tu.start_two_processes(flags)
   for proc in procs:
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -74,6 +75,23 @@ def train_cmd(method: str, workdir: str, **overrides) -> list[str]:
 def run_cli(args, devices: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
   return subprocess.run(args, env=cli_env(devices), capture_output=True, text=True,
                         timeout=timeout, cwd=ROOT)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_two_processes(train_args: list[str]) -> list[subprocess.Popen]:
+  """`python -m mimjax.main TRAIN_ARGS` as two processes of one jax.distributed run over
+  127.0.0.1, one CPU device each."""
+  port = free_port()
+  return [subprocess.Popen(
+      [sys.executable, "-m", "mimjax.main", *train_args, "--distributed",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      env=cli_env(devices=1), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
 
 
 def losses(workdir: str) -> dict[int, float]:

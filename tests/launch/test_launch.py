@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from mimjax import checkpoint
 from mimjax import topology
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
@@ -158,12 +159,14 @@ def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
 # End to end.
 # ---------------------------------------------------------------------------------------------
 def test_local_two_processes_train_like_one(cloud, tmp_path, reference):
+  """jax.distributed over 127.0.0.1: each process reads its share; the losses do not change."""
   workdir = str(tmp_path / "local2")
   out = _run(lu.launcher("local") + ["--processes", "2", "--",
                                      *tu.cli_flags("mae", workdir, **STEPS)], timeout=300)
   assert out.returncode == 0, out.stdout + out.stderr
   assert "[0] step 12/12" in out.stdout and "[1] step" not in out.stdout  # worker 0's log only
   assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]  # keeps 3
   recorded = os.path.join(workdir, "launch")
   sha = subprocess.run(["git", "-C", tu.ROOT, "rev-parse", "HEAD"], capture_output=True,
                        text=True).stdout.strip()
