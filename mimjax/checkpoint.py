@@ -67,6 +67,18 @@ class FutureFormatError(CheckpointError):
   """A checkpoint written by a newer mimjax, in a format this version does not know."""
 
 
+class NoIntactCheckpointError(CheckpointError):
+  """Every checkpoint of a workdir is damaged: starting over is the user's decision."""
+
+
+def _unreachable(where, error: BaseException) -> errors.StorageUnreachableError:
+  reason = errors.one_line(f"{type(error).__name__}: {error}")[:300]
+  return errors.StorageUnreachableError(
+      f"reading checkpoint {where} failed: the storage did not answer or refused access, after "
+      f"retries ({reason}); nothing was moved or changed: fix the connection or the credentials "
+      "and start the same command again")
+
+
 def checkpoint_dir(workdir: str) -> str:
   return storage.join(workdir, SUBDIR)
 
@@ -147,6 +159,10 @@ class Checkpointer:
         if not errors.is_out_of_space(e):  # already reported by `wait` or `save`
           raise
 
+  @property
+  def directory(self) -> str:
+    return self._directory
+
   # Integrity, format versions and damaged checkpoints (see the section below).
   def step_dir(self, step: int) -> epath.Path:
     return epath.Path(self._directory) / str(step)
@@ -208,11 +224,13 @@ def verify(state, expected: dict[str, list[int]], where) -> None:
 def read_meta(step_dir: epath.Path) -> dict:
   """The `meta` item of a checkpoint ({} for one written before format versions existed)."""
   path = epath.Path(step_dir) / "meta" / "metadata"
-  if not path.exists():
-    return {}
   try:
+    if not path.exists():
+      return {}
     meta = json.loads(path.read_text())
   except (OSError, ValueError) as e:
+    if errors.is_storage_unreachable(e):
+      raise _unreachable(step_dir, e) from e
     raise DamagedCheckpointError(
         f"checkpoint {step_dir} is damaged: its meta/metadata does not read ({e})") from e
   version = meta.get("format_version")
@@ -225,7 +243,8 @@ def read_meta(step_dir: epath.Path) -> dict:
 
 
 class _damage_as_error:
-  """Turns any failure to read a committed checkpoint into a DamagedCheckpointError."""
+  """Turns a failure to read a committed checkpoint into a DamagedCheckpointError, or into a
+  StorageUnreachableError when the storage, not the checkpoint, is what failed."""
 
   def __init__(self, ckpt, step):
     self._where = ckpt.step_dir(step)
@@ -236,6 +255,8 @@ class _damage_as_error:
   def __exit__(self, kind, error, tb):
     if error is None or isinstance(error, errors.UserError) or not isinstance(error, Exception):
       return False
+    if errors.is_storage_unreachable(error):  # the data may be intact: never move it aside
+      raise _unreachable(self._where, error) from error
     reason = errors.one_line(f"{type(error).__name__}: {error}")[:300]
     raise DamagedCheckpointError(f"checkpoint {self._where} is damaged: {reason}") from error
 
@@ -258,7 +279,7 @@ class _out_of_space_as_error:
             "resumes from it" if intact else "no earlier checkpoint exists")
     raise StorageFullError(
         f"no space left on the device while saving checkpoint step {self._step} to "
-        f"{self._ckpt._directory}: free space (or raise the quota) and start again; {kept}"
+        f"{self._ckpt.directory}: free space (or raise the quota) and start again; {kept}"
     ) from error
 
 
@@ -284,12 +305,25 @@ def move_aside(ckpt: "Checkpointer", step: int) -> epath.Path:
 
 
 def restore_newest_intact(ckpt: "Checkpointer", abstract_state, check_config=None, log=print):
-  """(step, config, state) of the newest checkpoint that restores completely, or None.
+  """(step, config, state) of the newest checkpoint that restores completely, or None when the
+  workdir has none.
 
-  Each newer checkpoint that fails is named in one line with the reason and moved aside.
-  `check_config(config)` may raise to refuse a checkpoint for another reason (a changed model):
-  that error propagates and nothing is moved.
+  Each newer checkpoint that fails is named in one line with the reason and moved aside. When
+  none is left that restores (now, or on an earlier start), NoIntactCheckpointError: training
+  from step 0 again is not decided here. `check_config(config)` may raise to refuse a checkpoint
+  for another reason (a changed model): that error propagates and nothing is moved.
   """
+  try:
+    return _restore_newest_intact(ckpt, abstract_state, check_config, log)
+  except errors.UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if errors.is_storage_unreachable(e):  # listing or moving, not a checkpoint's own read
+      raise _unreachable(ckpt.directory, e) from e
+    raise
+
+
+def _restore_newest_intact(ckpt, abstract_state, check_config, log):
   for step in sorted(ckpt.all_steps(), reverse=True):
     try:
       config = ckpt.config(step)
@@ -302,4 +336,10 @@ def restore_newest_intact(ckpt: "Checkpointer", abstract_state, check_config=Non
       if jax.process_index() == 0:
         log(f"Skipping checkpoint step {step}: {errors.one_line(e)}; moved it to {target}",
             flush=True)
+  damaged = epath.Path(ckpt.directory).parent / DAMAGED_SUBDIR
+  if damaged.exists() and any(damaged.iterdir()):
+    raise NoIntactCheckpointError(
+        f"no checkpoint in {ckpt.directory} restores: the damaged ones are in {damaged} "
+        f"({', '.join(sorted(p.name for p in damaged.iterdir()))}); to train from step 0 again, "
+        f"move {damaged} away first; to go on from one of them, repair it and move it back")
   return None

@@ -36,6 +36,10 @@ class StorageFullError(UserError, OSError):
   """A write failed for lack of space (a full disk or an exhausted quota)."""
 
 
+class StorageUnreachableError(UserError, OSError):
+  """Storage that did not answer, or refused access, after the clients' own retries."""
+
+
 def define_verbose_flag():
   """Defines the absl flag `--verbose` (tracebacks of expected errors too); idempotent."""
   from absl import flags  # local: the library itself needs no absl flags
@@ -93,6 +97,30 @@ def is_out_of_space(error: BaseException) -> bool:
     text = str(error)
     # tensorstore and some file systems report the condition only in the message.
     if "No space left on device" in text or "Disk quota exceeded" in text:
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
+                       errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM}
+# How tensorstore (absl status codes) and the HTTP clients name the same conditions.
+_UNREACHABLE_TEXT = ("UNAVAILABLE:", "DEADLINE_EXCEEDED:", "PERMISSION_DENIED:", "UNAUTHENTICATED:",
+                     "Cannot connect to host", "Connection refused", "Connection reset",
+                     "Temporary failure in name resolution")
+
+
+def is_storage_unreachable(error: BaseException) -> bool:
+  """Whether `error` (or one it was raised from) means storage that did not answer or refused
+  access: a condition of the connection or the credentials, not of the data stored there."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (ConnectionError, TimeoutError, PermissionError)):
+      return True
+    if isinstance(error, OSError) and error.errno in _UNREACHABLE_ERRNOS:
+      return True
+    if any(marker in str(error) for marker in _UNREACHABLE_TEXT):
       return True
     error = error.__cause__ or error.__context__
   return False

@@ -120,3 +120,23 @@ def test_training_resumes_past_a_damaged_checkpoint_exactly(trained, tmp_path, c
   assert tu.losses(workdir) == trained[1]
   assert sorted(checkpoint.Checkpointer(workdir, read_only=True).all_steps()) == [2, 4]
   assert os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR)) == ["4"]
+
+
+def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained, tmp_path):
+  """A workdir whose checkpoints are all damaged is not silently trained again from step 0:
+  the trainer stops in one line (now, and on the next start) until the user moves them away."""
+  workdir = _damaged_copy(trained, tmp_path, "overwritten")
+  _truncate(os.path.join(checkpoint.checkpoint_dir(workdir), "2"))
+  metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
+  outputs = []
+  for _ in range(2):
+    result = tu.run_cli(tu.train_cmd("mae", workdir, **RUN))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert "no checkpoint in" in result.stderr and "restores" in result.stderr
+    assert "(2, 4); to train from step 0 again, move" in result.stderr
+    assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR))) == ["2", "4"]
+    assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics  # nothing rewritten
+    outputs.append(result.stdout)
+  assert "Skipping checkpoint step 4" in outputs[0] and "Skipping checkpoint step 2" in outputs[0]
+  assert "Skipping" not in outputs[1]  # the second start found them already moved aside

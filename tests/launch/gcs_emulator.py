@@ -4,22 +4,27 @@ With the environment of `env()`, gcsfs (and so etils.epath) and tensorstore (and
 to it instead of storage.googleapis.com. Objects live in a folder, so they survive a restart.
 """
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-from tests import trainer_utils as tu
-
 BUCKET = "mimjax-test"
+
+
+def _free_port() -> int:  # not tests.trainer_utils': this file also runs as the server's script
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 class Emulator:
 
   def __init__(self, data_dir: str):
     self.data_dir = data_dir
-    self.port = tu.free_port()
+    self.port = _free_port()
     self.url = f"http://127.0.0.1:{self.port}"
     self._process = None
 

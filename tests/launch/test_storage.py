@@ -9,7 +9,9 @@ import pytest
 
 import mimjax
 from mimjax import checkpoint
+from mimjax import errors
 from mimjax import metric_files
+from mimjax import sharding
 from mimjax import storage
 from mimjax import train
 from tests import trainer_utils as tu
@@ -109,3 +111,23 @@ def test_a_workdir_private_to_each_host_is_refused(tmp_path):
   for t in threads:
     t.join(timeout=30)
   assert results == [None, None]
+
+
+def test_storage_outage_at_resume_moves_nothing_and_says_so(gcs):
+  """Storage that does not answer is not a damaged checkpoint: nothing is moved aside."""
+  workdir = f"{BUCKET}/outage_resume"
+  config = tu.tiny_config("mae", total_steps=2, ckpt_every_steps=2)
+  train.train(config, workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  built = train.build_step(config, sharding.make_mesh(1, 1), lambda s: 0.0, 2)
+  abstract = checkpoint.abstract_with_shardings(built.abstract, built.shardings)
+  gcs.stop()
+  try:
+    with pytest.raises(errors.StorageUnreachableError,
+                       match=r"reading checkpoint .*/2 failed: the storage did not answer .* "
+                             r"nothing was moved"):
+      checkpoint.restore_newest_intact(ckpt, abstract)
+  finally:
+    gcs.start()
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
+  assert not storage.path(workdir).joinpath(checkpoint.DAMAGED_SUBDIR).exists()
