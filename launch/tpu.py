@@ -127,8 +127,12 @@ class Slice:
 
   def run(self, worker: int, trainer_args: list[str], workdir: str) -> str:
     """Starts the trainer detached (it outlives this ssh), then follows its log to the end."""
-    trainer = common.show([self.args.python, *common.TRAINER, *trainer_args, "--distributed",
-                           f"--num_processes={self.hosts}", f"--process_id={worker}"])
+    # The run's name across slice re-creations (mimjax.workdir_lock.RUN_ID_ENV): the lock that a
+    # preempted attempt left, heartbeat still fresh, is this run's own and is taken over.
+    run_id = shlex.quote(f"tpu:{self.args.zone}/{self.args.name}:{workdir}")
+    trainer = f"MIMJAX_RUN_ID={run_id} " + common.show(
+        [self.args.python, *common.TRAINER, *trainer_args, "--distributed",
+         f"--num_processes={self.hosts}", f"--process_id={worker}"])
     # The wrapper passes SIGTERM (preemption, a stop) on to the trainer, which saves before it
     # exits, and records the trainer's exit code for whoever follows the log.
     inner = shlex.quote(f"{trainer} & c=$!; trap 'kill -TERM $c' TERM; s=0; "

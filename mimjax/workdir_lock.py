@@ -4,9 +4,12 @@ Process 0 writes `WORKDIR/run.lock` (JSON: host, pid, start time, heartbeat, a r
 and refreshes the heartbeat every `HEARTBEAT_SECONDS` from a background thread. A trainer that
 finds a lock refuses to start while its owner is alive: on the same host while that pid runs,
 on another host while the heartbeat is younger than `STALE_SECONDS`. Otherwise the lock was left
-by a killed run and is taken over. Written through etils.epath, so it works on gs:// too (object
-stores have no exclusive create: two runs started within the same second may both pass the
-check, then the one whose token was overwritten stops at its next heartbeat).
+by a killed run and is taken over. So is a lock written by an earlier attempt of the same job
+(the same `run_id()`: a SLURM job requeued onto another node, a TPU slice recreated after a
+preemption), whose heartbeat is still fresh when the next attempt starts elsewhere. Written
+through etils.epath, so it works on gs:// too (object stores have no exclusive create: of two
+runs started within the same second the lock's read-back refuses the one whose write lost, but
+both may pass when their writes and reads do not interleave).
 """
 import contextlib
 import json
@@ -51,6 +54,15 @@ def _read(path: epath.Path) -> dict | None:
     return None  # gone, or half written by a run killed mid-write: not a live owner
 
 
+RUN_ID_ENV = "MIMJAX_RUN_ID"
+
+
+def run_id() -> str | None:
+  """What names this run across its restarts: $MIMJAX_RUN_ID (launch/tpu.py sets it), else
+  SLURM's job id (a requeued job keeps it, and SLURM never runs two attempts of one job)."""
+  return os.environ.get(RUN_ID_ENV) or os.environ.get("SLURM_JOB_ID") or None
+
+
 def owner_is_alive(lock: dict, now: float | None = None, stale_seconds: float = STALE_SECONDS,
                    host: str | None = None) -> bool:
   """Whether the run that wrote `lock` may still be running."""
@@ -80,7 +92,13 @@ class WorkdirLock:
           f"--workdir: cannot create {os.fspath(self.path.parent)!r} ({e.strerror or e}): "
           "choose a writable location") from e
     held = _read(self.path)
-    if held is not None and owner_is_alive(held, stale_seconds=self._stale_seconds):
+    ours = run_id()
+    here_and_alive = (held is not None and held.get("host") == socket.gethostname()
+                      and pid_alive(int(held.get("pid", -1))))  # two steps of one allocation
+    if held is not None and ours is not None and held.get("run_id") == ours and not here_and_alive:
+      print(f"Taking over the lock of an earlier attempt of this run ({ours}: host "
+            f"{held.get('host')}, pid {held.get('pid')})", flush=True)
+    elif held is not None and owner_is_alive(held, stale_seconds=self._stale_seconds):
       started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held.get("started", 0)))
       raise WorkdirBusyError(
           f"{os.fspath(self.path.parent)} is in use by another run (host {held.get('host')}, "
@@ -88,7 +106,7 @@ class WorkdirLock:
           f"another --workdir (if that run is gone for sure, delete {os.fspath(self.path)})")
     now = time.time()
     self.record = dict(host=socket.gethostname(), pid=os.getpid(), started=now, heartbeat=now,
-                       token=secrets.token_hex(8))
+                       token=secrets.token_hex(8), run_id=ours)
     self._write()
     if (_read(self.path) or {}).get("token") != self.record["token"]:
       raise WorkdirBusyError(f"{os.fspath(self.path.parent)}: another run took the lock at the "

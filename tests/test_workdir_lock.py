@@ -64,6 +64,27 @@ def test_lock_of_another_host_counts_while_its_heartbeat_is_fresh(age, busy, tmp
     lock.acquire().release()
 
 
+def test_a_requeued_job_takes_over_the_fresh_lock_of_its_earlier_attempt(tmp_path, monkeypatch,
+                                                                         capsys):
+  """What a SLURM job killed on one node leaves for its requeued attempt on another."""
+  now = time.time()
+  (tmp_path / workdir_lock.LOCK_FILE).write_text(json.dumps(
+      dict(host="node-17.example", pid=4242, started=now - 30, heartbeat=now - 30, token="x",
+           run_id="81234")))
+  monkeypatch.delenv(workdir_lock.RUN_ID_ENV, raising=False)
+  monkeypatch.setenv("SLURM_JOB_ID", "81235")  # another job: the lock is live
+  with pytest.raises(workdir_lock.WorkdirBusyError, match="host node-17.example, pid 4242,"):
+    workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  monkeypatch.setenv("SLURM_JOB_ID", "81234")  # the same job, requeued
+  lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  on_disk = json.loads(lock.path.read_text())
+  lock.release()
+  assert (on_disk["host"], on_disk["pid"], on_disk["run_id"]) == (socket.gethostname(),
+                                                                   os.getpid(), "81234")
+  assert "Taking over the lock of an earlier attempt of this run (81234: host node-17" in (
+      capsys.readouterr().out)
+
+
 def test_heartbeat_advances_while_held(tmp_path):
   lock = workdir_lock.WorkdirLock(str(tmp_path), heartbeat_seconds=0.05).acquire()
   first = lock.record["heartbeat"]

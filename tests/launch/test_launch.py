@@ -76,6 +76,7 @@ def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
     assert line.startswith(f"gcloud compute tpus tpu-vm ssh mae-l16 --worker={i} '--command=")
     assert "--distributed --num_processes=4 --process_id=%d" % i in line
     assert "configs/mae.py:variant=L/16,dataset=imagenet2012" in line and "gs://b/r" in line
+    assert "MIMJAX_RUN_ID=tpu:us-central1-a/mae-l16:gs://b/r" in line  # the workdir lock's run
   assert lines[7] == "gcloud compute tpus tpu-vm delete mae-l16 --quiet --zone=us-central1-a"
   assert not (cloud / "calls.log").exists()  # no cloud call, offline
 
