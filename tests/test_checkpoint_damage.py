@@ -1,6 +1,7 @@
 """Damaged checkpoints, built for real: resume falls back to the newest intact one and moves the
 damaged ones aside; exports and load_pretrained say which checkpoint is damaged."""
 import os
+import re
 import shutil
 
 import jax
@@ -122,21 +123,23 @@ def test_training_resumes_past_a_damaged_checkpoint_exactly(trained, tmp_path, c
   assert os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR)) == ["4"]
 
 
-def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained, tmp_path):
+def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained, tmp_path,
+                                                                          capsys):
   """A workdir whose checkpoints are all damaged is not silently trained again from step 0:
   the trainer stops in one line (now, and on the next start) until the user moves them away."""
   workdir = _damaged_copy(trained, tmp_path, "overwritten")
   _truncate(os.path.join(checkpoint.checkpoint_dir(workdir), "2"))
   metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
-  outputs = []
-  for _ in range(2):
-    result = tu.run_cli(tu.train_cmd("mae", workdir, **RUN))
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
-    assert "no checkpoint in" in result.stderr and "restores" in result.stderr
-    assert "(2, 4); to train from step 0 again, move" in result.stderr
-    assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR))) == ["2", "4"]
-    assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics  # nothing rewritten
-    outputs.append(result.stdout)
-  assert "Skipping checkpoint step 4" in outputs[0] and "Skipping checkpoint step 2" in outputs[0]
-  assert "Skipping" not in outputs[1]  # the second start found them already moved aside
+  with pytest.raises(checkpoint.NoIntactCheckpointError, match=r"\(2, 4\); to train from step 0"):
+    train.train(tu.tiny_config("mae", **RUN), workdir)
+  out = capsys.readouterr().out
+  assert "Skipping checkpoint step 4" in out and "Skipping checkpoint step 2" in out
+  result = tu.run_cli(tu.train_cmd("mae", workdir, **RUN))  # the next start, as the user sees it
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+  assert re.fullmatch(r"mimjax-train: error: no checkpoint in \S+ restores: the damaged ones are "
+                      r"in \S+ \(2, 4\); to train from step 0 again, move \S+ away first; .*\n",
+                      result.stderr), result.stderr
+  assert "Skipping" not in result.stdout  # already moved aside by the first start
+  assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR))) == ["2", "4"]
+  assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics  # nothing rewritten
