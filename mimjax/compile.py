@@ -119,13 +119,15 @@ def activation_floor(config, num_devices: int) -> int:
   """
   import numpy as np
 
+  from mimjax import methods
   from mimjax.models import vit
 
   m = config.model
   spec = vit.decode_variant(m.variant)
   patches = (config.input.image_size // spec.patch) ** 2
   kept = int(patches * (1 - m.get("mask_ratio", 0.0))) + 1  # + cls; all patches when unmasked
-  views = 2 if config.method == "lut" else 1  # the student encodes both masked views
+  # Every image view of the method's batch goes through the encoder (LUT's student: both).
+  views = sum(key != "label" for key in methods.get(config.method).batch_keys)
   per_image = views * kept * spec.width * spec.depth
   if "decoder_width" in m:  # the decoder sees every position
     per_image += (patches + 1) * m.decoder_width * m.decoder_depth
@@ -284,7 +286,7 @@ def format_report(r: dict) -> str:
           ("activations and temporaries (XLA)", "temporaries"),
           ("program (XLA)", "generated_code")]
   for label, key in rows:
-    if key in mem and (key != "other_state" or r["method"] == "lut"):
+    if key in mem and (key != "other_state" or mem[key] > 0):  # LUT's teacher, BN statistics
       lines.append(f"  {label:<34}{mem[key] / flops_lib.GIB:>8.2f}")
   peak_label = "peak (XLA)" if r.get("compiled") else "peak, at least"
   lines.append(f"  {peak_label:<34}{r['peak_memory_bytes_per_device'] / flops_lib.GIB:>8.2f}"
