@@ -129,7 +129,8 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
   _check(c.epochs > 0, "epochs", "must be positive")
   _check(c.optim.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
   batch = c.input.batch_size
-  _check(batch > 0 and batch % num_devices == 0, "input.batch_size",
+  _check(batch > 0, "input.batch_size", f"{batch} must be positive (the global batch)")
+  _check(batch % num_devices == 0, "input.batch_size",
          f"{batch} is not divisible by the {num_devices} devices: use a multiple of {num_devices}")
   _check(batch % num_processes == 0, "input.batch_size",
          f"{batch} is not divisible by the {num_processes} processes")
