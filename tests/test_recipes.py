@@ -194,3 +194,20 @@ def test_finetune_step_trains_the_position_embedding():
   scale = c.optim.layer_decay ** 3  # layer 0 of a 2-block encoder
   # Every entry moves by lr x scale; weight decay (0.05 x a value up to 1) would add up to 5%.
   np.testing.assert_allclose(moved, lr * scale, rtol=1e-3)
+
+
+def test_graft_refuses_a_learned_position_embedding_it_cannot_hold():
+  from mimjax import errors  # pylint: disable=g-import-not-at-top
+  from mimjax.methods import finetune  # pylint: disable=g-import-not-at-top
+  c = _tiny_finetune_config()
+  model = state_lib.build_model(c)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  params = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), params)
+  method = finetune.Finetune()
+  keep = lambda _, tree: tree
+  bigger = dict(params, encoder=dict(params["encoder"], pos_embed=np.zeros((1, 65, 32))))
+  with pytest.raises(errors.ConfigError, match="image size it was trained at"):
+    method.graft({"params": params}, bigger, keep, "W")
+  fixed = dict(params, encoder={k: v for k, v in params["encoder"].items() if k != "pos_embed"})
+  with pytest.raises(errors.ConfigError, match="learn_pos_embed=False would discard"):
+    method.graft({"params": fixed}, params, keep, "W")

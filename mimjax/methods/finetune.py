@@ -72,6 +72,11 @@ class Finetune(base.Method):
           f"config.init_from: {source} has a learned position embedding, which "
           "config.model.learn_pos_embed=False would discard: set it to True")
     shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
+    if "pos_embed" in encoder and np.shape(encoder["pos_embed"]) != np.shape(own["pos_embed"]):
+      raise errors.ConfigError(
+          f"config.init_from: the position embedding of {source} has shape "
+          f"{np.shape(encoder['pos_embed'])}, this config's {np.shape(own['pos_embed'])}: "
+          "fine-tune at the image size it was trained at (config.input.image_size)")
     if shapes(encoder) != shapes(state["params"]["encoder"]):
       raise errors.ConfigError(
           f"config.init_from: the encoder of {source} has other shapes than this "
