@@ -6,9 +6,10 @@ After pre-training (configs/mae.py or configs/lut.py in W), the one command:
       --config.init_from=W --workdir /ckpt/ft_b16
 
 `init_from` is a pre-training workdir or an export directory (its encoder is used, its final
-norm dropped; fc_norm and the head start fresh). The recipe, per variant, as
+norm dropped; fc_norm and the head start fresh; the position embedding is learned, from the
+fixed sin-cos table). The recipe, per variant, as
 facebookresearch/mae's FINETUNE.md: batch 1024, AdamW (0.9, 0.999), wd 0.05 (not on the cls
-token, biases and norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr
+token, the position embedding, biases and norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr
 decay 0.65 (B) or 0.75 (L, H), drop path 0.1 / 0.2 / 0.3, 100 epochs (B) or 50 (L, H), 5 warm-up
 epochs then cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, RandAugment
 rand-m9-mstd0.5-inc1, random erasing 0.25,

@@ -218,9 +218,14 @@ def check_resumable(saved: ml_collections.ConfigDict, current: ml_collections.Co
       c = c.get(part) if c is not None else None
     return c
 
-  changed = [f"config.{k}: {get(saved, k)!r} in the checkpoint, {get(current, k)!r} now"
-             for k in STATE_KEYS + methods.get(current.method).shape_keys
-             if get(saved, k) != get(current, k)]
+  method = methods.get(current.method)
+  def get_saved(key):  # a key the checkpoint predates has the value runs had before it existed
+    value = get(saved, key)
+    return method.legacy_defaults.get(key) if value is None else value
+
+  changed = [f"config.{k}: {get_saved(k)!r} in the checkpoint, {get(current, k)!r} now"
+             for k in STATE_KEYS + method.shape_keys
+             if get_saved(k) != get(current, k)]
   # Clipping adds a stage to the optimizer state; its threshold alone may change.
   if bool(get(saved, "optim.grad_clip_norm")) != bool(get(current, "optim.grad_clip_norm")):
     changed.append("config.optim.grad_clip_norm: clipping on in one run and off in the other")

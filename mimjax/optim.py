@@ -32,24 +32,26 @@ def _name(entry) -> str:
 
 
 def decay_mask(params, decay_cls: bool = True):
-  """Decay every parameter except 1-D ones and biases; the cls token unless `decay_cls` is off.
+  """Decay every parameter except 1-D ones, biases and a learned position embedding; the cls
+  token unless `decay_cls` is off.
 
-  Pre-training decays the cls and mask tokens (MAE's optim_factory); fine-tuning excludes the
-  cls token (its `no_weight_decay` list).
+  Pre-training decays the cls and mask tokens (MAE's optim_factory; its position embeddings are
+  fixed); fine-tuning excludes the cls token and `pos_embed` (timm's `no_weight_decay` list).
   """
   def decayed(path, leaf):
     name = _name(path[-1])
-    return leaf.ndim > 1 and name != "bias" and (decay_cls or name != "cls")
+    return (leaf.ndim > 1 and name not in ("bias", "pos_embed")
+            and (decay_cls or name != "cls"))
   return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def layer_id(path, depth: int) -> int:
   """The layer of a parameter for layer-wise lr decay, as MAE's `get_layer_id_for_vit`: the
-  embeddings (cls, patch embedding) are layer 0, block i is layer i + 1, the rest (fc_norm,
-  head) layer depth + 1."""
+  embeddings (cls, position and patch embedding) are layer 0, block i is layer i + 1, the rest
+  (fc_norm, head) layer depth + 1."""
   names = [_name(p) for p in path]
   if names[0] == "encoder":
-    if names[1] in ("cls", "patch_embed"):
+    if names[1] in ("cls", "pos_embed", "patch_embed"):
       return 0
     if names[1] == "transformer" and names[2].startswith("block"):
       return int(names[2][len("block"):]) + 1

@@ -112,3 +112,22 @@ def test_resuming_under_a_changed_architecture_names_the_keys():
     config_lib.check_resumable(saved, changed, "here")
   with pytest.raises(config_lib.ConfigError, match="config.method"):
     config_lib.check_resumable(saved, load("lut", "demo"), "here")
+
+
+def test_finetuning_checkpoint_from_before_the_learned_position_embedding():
+  """Its config has no model.learn_pos_embed: it was the fixed table. Resuming it under the
+  learned one is refused in one line; under learn_pos_embed=False it resumes (and restores)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mimjax import state as state_lib  # pylint: disable=g-import-not-at-top
+  saved = load("finetune", "demo").to_dict()
+  del saved["model"]["learn_pos_embed"]
+  saved = ml_collections.ConfigDict(saved)
+  current = load("finetune", "demo")
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.check_resumable(saved, current, "here")
+  assert "config.model.learn_pos_embed: False in the checkpoint, True now" in str(e.value)
+  assert "\n" not in str(e.value)
+  current.model.learn_pos_embed = False
+  config_lib.check_resumable(saved, current, "here")
+  assert not state_lib.build_model(saved).learned_pos and state_lib.build_model(
+      load("finetune", "demo")).learned_pos

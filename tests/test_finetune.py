@@ -1,11 +1,13 @@
 """Fine-tuning end to end on the bundled labelled photos: the trainer's third method.
 
 A tiny MAE is pre-trained on the offline photos; fine-tuning it reaches a higher validation
-top-1 than fine-tuning a randomly initialized encoder with the same budget.
+top-1 than fine-tuning a randomly initialized encoder with the same budget, and the fine-tuned
+workdir exports to timm with the same logits.
 """
 import json
 import os
 
+import numpy as np
 import pytest
 
 from mimjax import train
@@ -49,8 +51,15 @@ def _finetune(workdir, init_from):
   return _last_row(workdir)
 
 
-def test_finetuning_a_pretrained_encoder_beats_a_random_one(pretrained, tmp_path):
-  from_pretrained = _finetune(str(tmp_path / "pretrained"), pretrained)
+@pytest.fixture(scope="module")
+def finetuned(pretrained, tmp_path_factory):
+  """(workdir, last metrics row) of fine-tuning the pre-trained encoder."""
+  workdir = str(tmp_path_factory.mktemp("finetune"))
+  return workdir, _finetune(workdir, pretrained)
+
+
+def test_finetuning_a_pretrained_encoder_beats_a_random_one(finetuned, tmp_path):
+  from_pretrained = finetuned[1]
   from_scratch = _finetune(str(tmp_path / "scratch"), "")
   for row in (from_pretrained, from_scratch):
     assert row["step"] == FINETUNE_STEPS
@@ -58,3 +67,38 @@ def test_finetuning_a_pretrained_encoder_beats_a_random_one(pretrained, tmp_path
   # 20 classes, 40 validation crops: measured 0.45 against 0.275.
   assert from_pretrained["val/top1"] > from_scratch["val/top1"] + 0.05, (from_pretrained,
                                                                          from_scratch)
+
+
+def test_finetuned_workdir_exports_to_timm_with_its_trained_position_embedding(finetuned, tmp_path):
+  """mimjax-export's library function on the fine-tuned workdir: timm's logits equal mimjax's,
+  which needs the trained `pos_embed` (it moved away from the sin-cos table it started from)."""
+  torch = pytest.importorskip("torch")
+  from mimjax import state as state_lib  # pylint: disable=g-import-not-at-top
+  from mimjax.export import common  # pylint: disable=g-import-not-at-top
+  from mimjax.export import rules  # pylint: disable=g-import-not-at-top
+  from mimjax.export import testing  # pylint: disable=g-import-not-at-top
+  from mimjax.export import workdir as export_workdir  # pylint: disable=g-import-not-at-top
+  from mimjax.models import vit  # pylint: disable=g-import-not-at-top
+  testing.import_timm()
+  from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
+
+  workdir = finetuned[0]
+  out = str(tmp_path / "timm")
+  export_workdir.export_workdir(workdir, None, "timm", out)
+  config, step, state = state_lib.restore_state(workdir)
+  assert step == FINETUNE_STEPS and config.model.global_pool and config.model.learn_pos_embed
+  weights, _ = common.load_safetensors(os.path.join(out, common.WEIGHTS_FILE))
+  trained = np.asarray(state["params"]["encoder"]["pos_embed"])
+  np.testing.assert_array_equal(weights["pos_embed"], trained)
+  assert np.abs(trained - vit.sincos_2d(32, (8, 8))[None]).max() > 1e-3
+  timm_model = VisionTransformer(**common.load_json(os.path.join(out, common.CONFIG_FILE))[
+      "model_args"])
+  timm_model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+  images = np.random.default_rng(0).standard_normal((4, 32, 32, 3)).astype(np.float32)
+  ours = np.asarray(state_lib.build_model(config).apply({"params": state["params"]}, images))
+  with torch.no_grad():
+    theirs = timm_model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  assert testing.relative_error(theirs, ours) < 1e-5
+  # Hugging Face's ViTForImageClassification has no global pooling: refused, with the way out.
+  with pytest.raises(rules.ConversionError, match="global_pool=False"):
+    export_workdir.export_workdir(workdir, None, "hf", str(tmp_path / "hf"))

@@ -92,10 +92,15 @@ def test_layer_decay_and_weight_decay_equal_maes_param_groups(variant, layer_dec
   flat = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): v
                        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
   scales, decayed, shapes = flat(scales), flat(decayed), flat(params)
-  table = timm_vit.timm_rules({"variant": variant}, 16, global_pool="avg", fine_tuned=True)
+  table = timm_vit.timm_rules({"variant": variant}, 16, global_pool="avg", fine_tuned=True,
+                              learned_pos=True)
+  # Every tensor of the timm model is one of its parameters (pos_embed included: timm trains
+  # it), so each must be a mimjax parameter, not a constant the export computes.
+  constants = [key for rule in table if not rule.mimjax for key in rule.torch]
+  assert not constants, constants
   torch_shapes = {}
   for rule in table:
-    for path, key in zip(rule.mimjax, rule.torch):
+    for path, key in zip(rule.mimjax, rule.torch, strict=True):
       shape = shapes[path].shape
       torch_shapes[key] = (shape[::-1] if rule.transform == "dense_kernel" else shape)
   reference = _reference_groups(torch_shapes, depth, layer_decay)
@@ -106,8 +111,12 @@ def test_layer_decay_and_weight_decay_equal_maes_param_groups(variant, layer_dec
       assert bool(decayed[path]) == reference[key][1], (path, key)
       checked += 1
   assert checked == len(scales)  # every parameter has a torch counterpart
-  # The embeddings get decay^(depth + 1), the head 1.
-  assert scales["encoder/cls"] == pytest.approx(layer_decay ** (depth + 1))
+  # The embeddings (cls, position, patch) get decay^(depth + 1), the head 1; no weight decay on
+  # the cls token and the position embedding.
+  for path in ("encoder/cls", "encoder/pos_embed", "encoder/patch_embed/kernel"):
+    assert scales[path] == pytest.approx(layer_decay ** (depth + 1)), path
+  assert not decayed["encoder/cls"] and not decayed["encoder/pos_embed"]
+  assert decayed["encoder/patch_embed/kernel"]
   assert scales["head/kernel"] == 1.0
 
 
@@ -135,3 +144,70 @@ def test_finetune_schedule_ends_at_min_lr():
   sched = optim.schedule(1.0, 10, 110, min_lr=1e-3)
   assert float(sched(0)) == 0.0 and float(sched(10)) == pytest.approx(1.0)
   assert float(sched(110)) == pytest.approx(1e-3)
+
+
+def _tiny_finetune_config():
+  c = tu.load_config("finetune", "demo")
+  c.input.image_size, c.input.batch_size, c.model.variant = 16, 8, "mu/4"
+  c.finetune.mixup = c.finetune.cutmix = c.finetune.random_erasing = 0.0
+  return c
+
+
+def test_finetune_step_trains_the_position_embedding():
+  """As MAE's fine-tuning (timm's `pos_embed` parameter): it starts as the fixed sin-cos table,
+  a step moves it by the lr of layer 0 (Adam's first step is lr x sign(g)), no weight decay."""
+  from mimjax.methods import finetune  # pylint: disable=g-import-not-at-top
+  from mimjax.models import classifier  # pylint: disable=g-import-not-at-top
+  from mimjax.models import vit  # pylint: disable=g-import-not-at-top
+  c = _tiny_finetune_config()
+  model = state_lib.build_model(c)
+  assert model.learned_pos
+  # Gradients reach the encoder through a head of std 2e-5: a tiny eps makes Adam's first
+  # step lr x sign(g) for all of them.
+  c.optim.eps = 1e-20
+  lr = 1e-3
+  tx = optim.make(c, optax.constant_schedule(lr))
+  state = jax.jit(state_lib.init_fn(c, model, tx))(jax.random.key(0))
+  table = vit.sincos_2d(32, (4, 4))[None]
+  np.testing.assert_array_equal(state["params"]["encoder"]["pos_embed"], table)
+  # A fresh classifier computes what the fixed-table one computes.
+  images = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype(np.float32)
+  fixed = classifier.Classifier("mu/4", num_classes=20, learned_pos=False)
+  encoder = {k: v for k, v in state["params"]["encoder"].items() if k != "pos_embed"}
+  np.testing.assert_array_equal(
+      model.apply({"params": state["params"]}, images),
+      fixed.apply({"params": dict(state["params"], encoder=encoder)}, images))
+  # Initialized from a pre-trained MAE (no pos_embed): the table stays the sin-cos one.
+  from mimjax.export import testing  # pylint: disable=g-import-not-at-top
+  pretrained = testing.random_params(dict(variant="mu/4", decoder_width=16, decoder_depth=1,
+                                          decoder_heads=2), 16)
+  grafted = finetune.Finetune().graft(state, pretrained, lambda _, tree: tree, "W")
+  np.testing.assert_array_equal(grafted["params"]["encoder"]["pos_embed"], table)
+  np.testing.assert_array_equal(grafted["params"]["encoder"]["cls"], pretrained["encoder"]["cls"])
+
+  rng = np.random.default_rng(1)
+  batch = {"image": rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
+           "label": rng.integers(0, 20, (8,)).astype(np.int32)}
+  step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(lr), 10))
+  new_state, _ = step(grafted, batch)
+  moved = np.abs(np.asarray(new_state["params"]["encoder"]["pos_embed"]) - table)
+  scale = c.optim.layer_decay ** 3  # layer 0 of a 2-block encoder
+  # Every entry moves by lr x scale; weight decay (0.05 x a value up to 1) would add up to 5%.
+  np.testing.assert_allclose(moved, lr * scale, rtol=1e-3)
+
+
+def test_graft_refuses_a_learned_position_embedding_it_cannot_hold():
+  from mimjax import errors  # pylint: disable=g-import-not-at-top
+  from mimjax.methods import finetune  # pylint: disable=g-import-not-at-top
+  c = _tiny_finetune_config()
+  model = state_lib.build_model(c)
+  params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  params = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), params)
+  method = finetune.Finetune()
+  keep = lambda _, tree: tree
+  bigger = dict(params, encoder=dict(params["encoder"], pos_embed=np.zeros((1, 65, 32))))
+  with pytest.raises(errors.ConfigError, match="image size it was trained at"):
+    method.graft({"params": params}, bigger, keep, "W")
+  fixed = dict(params, encoder={k: v for k, v in params["encoder"].items() if k != "pos_embed"})
+  with pytest.raises(errors.ConfigError, match="learn_pos_embed=False would discard"):
+    method.graft({"params": fixed}, params, keep, "W")

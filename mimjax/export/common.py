@@ -60,6 +60,23 @@ def grid_of(model_kwargs: Mapping[str, Any], image_size: int) -> tuple[int, int]
   return (int(image_size) // patch,) * 2
 
 
+def has_learned_pos(params: Mapping[str, Any], model_kwargs: Mapping[str, Any],
+                    image_size: int) -> bool:
+  """Whether `params` hold a trained position embedding (`encoder/pos_embed`, a classifier
+  fine-tuned with it); refuses one trained for another image size than `image_size`."""
+  table = params.get("encoder", {}).get("pos_embed")
+  if table is None:
+    return False
+  grid = grid_of(model_kwargs, image_size)
+  width = vit.decode_variant(model_kwargs["variant"]).width
+  expected = (1, 1 + grid[0] * grid[1], width)
+  if tuple(np.shape(table)) != expected:
+    raise ConversionError(
+        f"the learned position embedding has shape {tuple(np.shape(table))}, not {expected} "
+        f"(image size {image_size}): export at the image size the classifier was fine-tuned at")
+  return True
+
+
 @functools.lru_cache(maxsize=32)
 def _shapes(items: tuple[tuple[str, Any], ...], image_size: int) -> dict[str, tuple[int, ...]]:
   import jax  # pylint: disable=g-import-not-at-top

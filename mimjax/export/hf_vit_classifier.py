@@ -4,7 +4,8 @@ That model classifies the [CLS] token after the final LayerNorm and has no other
 only classifiers fine-tuned with `model.global_pool=False` (MAE's `--cls_token` fine-tuning)
 have an exact Hugging Face form; a global-pool classifier is refused with the way out (timm,
 whose `global_pool='avg'` holds it exactly). Blocks use the transformers 4 names, which
-transformers 4 and 5 both read.
+transformers 4 and 5 both read. A classifier's trained position embedding is written as
+`vit.embeddings.position_embeddings` (the fixed table where it has none).
 """
 import os
 from typing import Any, Mapping
@@ -30,11 +31,14 @@ def _check_token_classifier(params):
         "to timm (--format timm), or fine-tune with --config.model.global_pool=False")
 
 
-def hf_classifier_rules(model_kwargs: Mapping[str, Any], image_size: int) -> list[R.Rule]:
+def hf_classifier_rules(model_kwargs: Mapping[str, Any], image_size: int,
+                        learned_pos: bool = False) -> list[R.Rule]:
+  """`learned_pos`: the classifier's trained position embedding becomes
+  `vit.embeddings.position_embeddings` (else the fixed table)."""
   spec = vit.decode_variant(model_kwargs["variant"])
   grid = common.grid_of(model_kwargs, image_size)
   names = hf_vitmae.NAMINGS["legacy"]
-  table = hf_vitmae.encoder_rules(spec, grid, names)
+  table = hf_vitmae.encoder_rules(spec, grid, names, learned_pos)
   table += R.dense("head", "classifier")
   return table
 
@@ -68,7 +72,8 @@ def hf_classifier_config(model_kwargs: Mapping[str, Any], image_size: int,
 def to_hf_classifier_state_dict(params, model_kwargs: Mapping[str, Any],
                                 image_size: int = 224) -> dict[str, np.ndarray]:
   _check_token_classifier(params)
-  table = hf_classifier_rules(model_kwargs, image_size)
+  table = hf_classifier_rules(model_kwargs, image_size,
+                              common.has_learned_pos(params, model_kwargs, image_size))
   return R.to_torch(table, common.flatten(params), SCOPE)
 
 

@@ -53,12 +53,12 @@ LN_EPS = vit.LN_EPS
 HIDDEN_ACT = "gelu"  # exact (erf) GELU in transformers
 
 
-def encoder_rules(spec, grid, names) -> list[R.Rule]:
-  """The encoder's table under the `vit.` prefix, shared by ViTMAE and ViTForImageClassification."""
+def encoder_rules(spec, grid, names, learned_pos: bool = False) -> list[R.Rule]:
+  """The encoder's table under the `vit.` prefix, shared by ViTMAE and ViTForImageClassification
+  (`learned_pos`: a fine-tuned classifier's trained position embedding)."""
   table = R.conv("encoder/patch_embed", "vit.embeddings.patch_embeddings.projection")
   table += [R.rule("encoder/cls", "vit.embeddings.cls_token"),
-            R.rule((), "vit.embeddings.position_embeddings", "sincos_table", width=spec.width,
-                   grid=grid)]
+            R.pos_embed("vit.embeddings.position_embeddings", spec.width, grid, learned_pos)]
   for i in range(spec.depth):
     table += R.block(f"encoder/transformer/block{i}", f"{names['encoder_layers']}.{i}",
                      names["block"])

@@ -164,6 +164,14 @@ def layernorm(mj: str, pt: str) -> list[Rule]:
   return [rule(f"{mj}/scale", f"{pt}.weight"), rule(f"{mj}/bias", f"{pt}.bias")]
 
 
+def pos_embed(pt: str, width: int, grid: tuple[int, int], learned: bool) -> Rule:
+  """The position embedding: a classifier's trained `encoder/pos_embed` (same layout, (1, 1+L,
+  width), cls row first), or the fixed sin-cos table as a constant."""
+  if learned:
+    return rule("encoder/pos_embed", pt)
+  return rule((), pt, "sincos_table", width=width, grid=grid)
+
+
 def conv(mj: str, pt: str) -> list[Rule]:
   return [rule(f"{mj}/kernel", f"{pt}.weight", "conv_kernel"), rule(f"{mj}/bias", f"{pt}.bias")]
 

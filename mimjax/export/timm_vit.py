@@ -1,7 +1,8 @@
 """The encoder as a timm `VisionTransformer` (class token, LN eps 1e-6, qkv bias).
 
 Only the `encoder` subtree is exported (a LUT's `projector`/`predictor`, the MAE decoder and any other
-top-level key are ignored). The fixed sin-cos table is written as timm's `pos_embed`. With
+top-level key are ignored). The fixed sin-cos table is written as timm's `pos_embed` (a fine-tuned
+classifier's trained table, `encoder/pos_embed`, where it has one). With
 `num_classes=K` a fresh head is written (weight ~ trunc-normal std 2e-5, seeded; bias 0), as MAE
 fine-tuning initializes it.
 
@@ -57,18 +58,20 @@ def _check_pool(global_pool: str):
 
 def timm_rules(model_kwargs: Mapping[str, Any], image_size: int, num_classes: int = 0,
                head_seed: int = 0, global_pool: str = "token",
-               fine_tuned: bool = False) -> list[R.Rule]:
+               fine_tuned: bool = False, learned_pos: bool = False) -> list[R.Rule]:
   """The table for timm's VisionTransformer, generated for the variant's depth.
 
   `fine_tuned`: the params are a classifier's (no final norm; `fc_norm` and `head` trained).
+  `learned_pos`: they hold a trained position embedding, `encoder/pos_embed` (else the fixed
+  table is written).
   """
   _check_pool(global_pool)
   kwargs = common.arch_kwargs(model_kwargs)
   spec = vit.decode_variant(kwargs["variant"])
   grid = common.grid_of(kwargs, image_size)
   table = R.conv("encoder/patch_embed", "patch_embed.proj")
-  table += [R.rule("encoder/cls", "cls_token"),
-            R.rule((), "pos_embed", "sincos_table", width=spec.width, grid=grid)]
+  table += [R.rule("encoder/cls", "cls_token"), R.pos_embed("pos_embed", spec.width, grid,
+                                                            learned_pos)]
   for i in range(spec.depth):
     table += R.block(f"encoder/transformer/block{i}", f"blocks.{i}", BLOCK)
   if fine_tuned:
@@ -155,7 +158,8 @@ def to_timm_state_dict(params, model_kwargs: Mapping[str, Any], image_size: int 
   """
   if is_classifier(params):
     table = timm_rules(model_kwargs, image_size, global_pool=classifier_pool(params),
-                       fine_tuned=True)
+                       fine_tuned=True,
+                       learned_pos=common.has_learned_pos(params, model_kwargs, image_size))
     return R.to_torch(table, common.flatten(params), ("encoder", "fc_norm", "head"))
   table = timm_rules(model_kwargs, image_size, num_classes, head_seed, global_pool)
   shapes = common.expected_shapes(model_kwargs, image_size, SCOPE)

@@ -29,6 +29,8 @@ class Method:
   carried_state: tuple[str, ...] = ()
   # Config keys besides the generic ones that fix the state's shapes (for resuming).
   shape_keys: tuple[str, ...] = ()
+  # The values of shape keys added later, as checkpoints saved before they existed hold them.
+  legacy_defaults: Mapping[str, Any] = {}
 
   # --- config ------------------------------------------------------------------------------
   def add_config(self, c: ml_collections.ConfigDict) -> None:

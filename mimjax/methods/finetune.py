@@ -18,12 +18,16 @@ class Finetune(base.Method):
   name = "finetune"
   data_kind = "classify"
   batch_keys = ("image", "label")
-  shape_keys = ("model.num_classes", "model.global_pool")
+  shape_keys = ("model.num_classes", "model.global_pool", "model.learn_pos_embed")
+  # Fine-tuning runs saved before the position embedding was learned kept the fixed table.
+  legacy_defaults = {"model.learn_pos_embed": False}
 
   def add_config(self, c):
     c.model.num_classes = 1000
     c.model.drop_path = 0.1  # the last block's rate (linear from 0 over the blocks)
     c.model.global_pool = True  # False: the [CLS] token after the final norm (MAE --cls_token)
+    # Train the position embedding from the fixed sin-cos table (MAE's fine-tuning); False: fixed.
+    c.model.learn_pos_embed = True
     c.finetune = dict(
         label_smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
         random_erasing=0.25)
@@ -40,22 +44,39 @@ class Finetune(base.Method):
 
   def build_model(self, c):
     m = c.model
+    learned_pos = m.get("learn_pos_embed", self.legacy_defaults["model.learn_pos_embed"])
     return classifier.Classifier(m.variant, m.num_classes, m.drop_path, m.global_pool,
-                                 jnp.dtype(m.dtype), m.attention_impl, m.remat)
+                                 jnp.dtype(m.dtype), m.attention_impl, m.remat, learned_pos)
 
   def init_variables(self, c, model, rng, image_size):
     return model.init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
 
   def graft(self, state, loaded, put, source):
     """The pre-trained encoder (MAE's or LUT's student, or a classifier's); with global pooling
-    its final norm is dropped; fc_norm and the head stay freshly initialized."""
+    its final norm is dropped; fc_norm and the head stay freshly initialized.
+
+    A pre-trained encoder has no `pos_embed` (its table is fixed): the classifier's keeps its
+    initial value, that same sin-cos table, as MAE's fine-tuning loads it from the checkpoint.
+    """
     if "encoder" not in loaded:
       raise errors.ConfigError(
           f"config.init_from: {source} has no encoder (it has {sorted(loaded)})")
     encoder = dict(loaded["encoder"])
-    if "norm" not in state["params"]["encoder"]["transformer"]:
+    own = state["params"]["encoder"]
+    if "norm" not in own["transformer"]:
       encoder["transformer"] = {k: v for k, v in encoder["transformer"].items() if k != "norm"}
+    if "pos_embed" in own and "pos_embed" not in encoder:
+      encoder["pos_embed"] = own["pos_embed"]
+    if "pos_embed" in encoder and "pos_embed" not in own:
+      raise errors.ConfigError(
+          f"config.init_from: {source} has a learned position embedding, which "
+          "config.model.learn_pos_embed=False would discard: set it to True")
     shapes = lambda tree: jax.tree_util.tree_map(np.shape, tree)
+    if "pos_embed" in encoder and np.shape(encoder["pos_embed"]) != np.shape(own["pos_embed"]):
+      raise errors.ConfigError(
+          f"config.init_from: the position embedding of {source} has shape "
+          f"{np.shape(encoder['pos_embed'])}, this config's {np.shape(own['pos_embed'])}: "
+          "fine-tune at the image size it was trained at (config.input.image_size)")
     if shapes(encoder) != shapes(state["params"]["encoder"]):
       raise errors.ConfigError(
           f"config.init_from: the encoder of {source} has other shapes than this "

@@ -8,6 +8,10 @@ without its final LayerNorm, the mean of the patch tokens (cls excluded), a fres
 `global_pool=False` is MAE's `--cls_token` fine-tuning instead: the [CLS] token after the
 encoder's final LayerNorm, no fc_norm (timm's global_pool='token'; Hugging Face's
 `ViTForImageClassification`, which has no other pooling).
+
+The position embedding is a parameter (`encoder/pos_embed`, initialized to the encoder's fixed
+sin-cos table), trained as MAE's fine-tuning trains timm's `pos_embed`; `learned_pos=False` keeps
+the fixed table (classifiers fine-tuned before it was learned).
 """
 from typing import Optional
 
@@ -28,12 +32,14 @@ class Classifier(nn.Module):
   dtype: jnp.dtype = jnp.float32
   attention_impl: Optional[str] = None
   remat: bool = False
+  learned_pos: bool = True
 
   @nn.compact
   def __call__(self, images, train: bool = False):
     tokens = vit.Encoder(self.variant, self.dtype, self.attention_impl, self.remat,
                          final_norm=not self.global_pool, drop_path=self.drop_path,
-                         deterministic=not train, name="encoder")(images)
+                         deterministic=not train, learned_pos=self.learned_pos,
+                         name="encoder")(images)
     if self.global_pool:
       pooled = jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
       pooled = nn.LayerNorm(epsilon=vit.LN_EPS, name="fc_norm")(pooled)

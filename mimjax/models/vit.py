@@ -1,5 +1,7 @@
 """ViT encoder with fixed 2D sin-cos position embeddings, as in the MAE reference.
 
+Fine-tuning learns the table instead (`learned_pos`), starting from the same sin-cos values.
+
 Parameters are float32; the compute dtype is a module attribute. Attention goes through
 `jax.nn.dot_product_attention`, so a fused kernel can be chosen with `attention_impl`.
 """
@@ -210,6 +212,8 @@ class Encoder(nn.Module):
   `final_norm=False` leaves out the final LayerNorm (the fine-tuning classifier's layout).
   `num_registers` learned register tokens (Darcet et al. 2023, no position embedding) follow the
   cls token through the blocks and are dropped from the output.
+  `learned_pos` makes the position embedding a parameter `pos_embed` (1, 1 + L, width), cls row
+  first, initialized to the fixed table: MAE's fine-tuning trains the table it loads.
   """
   variant: str = "B/16"
   dtype: jnp.dtype = jnp.float32
@@ -219,6 +223,7 @@ class Encoder(nn.Module):
   drop_path: float = 0.0
   deterministic: bool = True
   num_registers: int = 0
+  learned_pos: bool = False
 
   @property
   def spec(self) -> VitSpec:
@@ -235,7 +240,11 @@ class Encoder(nn.Module):
                 name="patch_embed")(images.astype(self.dtype))
     n, rows, cols, _ = x.shape
     x = x.reshape(n, rows * cols, spec.width)
-    pos = jnp.asarray(sincos_2d(spec.width, (rows, cols)), dtype=x.dtype)
+    table = sincos_2d(spec.width, (rows, cols))
+    if self.learned_pos:
+      table = self.param("pos_embed", lambda _, shape: jnp.asarray(table).reshape(shape),
+                         (1, *table.shape))[0]
+    pos = jnp.asarray(table, dtype=x.dtype)
     x = x + pos[None, 1:]
     if ids_keep is not None:
       x = gather_tokens(x, ids_keep)
