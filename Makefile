@@ -23,7 +23,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 DEMO := workdirs/mae_demo
 # The demo is a CPU run: without this, libtpu (the tpu extra) probes for TPU hosts and says so.
