@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,18 +61,33 @@ def metrics(workdir):
   return rows
 
 
-def logged_step(workdir) -> int:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path, "rb") as f:
-    lines = f.read().splitlines()
-  for line in reversed(lines):
-    try:
-      return json.loads(line)["step"]
-    except ValueError:
-      continue
-  return 0
+class Console:
+  """A run's output stream, read as it comes: which step the run itself has reached
+  (metrics.jsonl still holds the rows of the run killed before it until the new run truncates
+  them)."""
+
+  def __init__(self, stream):
+    self.lines = []
+    self._thread = threading.Thread(target=lambda: self.lines.extend(stream), daemon=True)
+    self._thread.start()
+
+  def step(self) -> int:
+    steps = [int(m.group(1)) for m in map(STEP_LINE.match, list(self.lines)) if m]
+    return max(steps, default=0)
+
+  def text(self) -> str:
+    self._thread.join()
+    return "".join(self.lines)
+
+
+STEP_LINE = re.compile(r"step (\d+)/\d+ \|")
+
+
+def complete_checkpoints(workdir) -> list[int]:
+  """The steps a restart can resume from (orbax renames a finished save to its bare step)."""
+  directory = os.path.join(workdir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(n) for n in names if n.isdigit())
 
 
 def saving(workdir) -> bool:
@@ -80,15 +96,16 @@ def saving(workdir) -> bool:
   return os.path.isdir(directory) and any("tmp" in name for name in os.listdir(directory))
 
 
-def run_until(proc, workdir, target_step, in_save, timeout):
-  """Waits for the kill moment; returns what it was, or None if the run ended first."""
+def run_until(proc, console, workdir, target_step, in_save, timeout):
+  """Waits for the kill moment: the run has itself printed step `target_step` (and, `in_save`,
+  a save is under way); returns what it was, or None if the run ended first."""
   deadline = time.time() + timeout
   while proc.poll() is None and time.time() < deadline:
-    if logged_step(workdir) >= target_step and (not in_save or saving(workdir)):
+    if console.step() >= target_step and (not in_save or saving(workdir)):
       proc.send_signal(signal.SIGKILL)
-      step = logged_step(workdir)
+      step = console.step()
       if in_save:
-        return f"inside a save (logged step {step})"
+        return f"inside a save (at step {step})"
       return f"at step {step}" + (" (a save was under way)" if saving(workdir) else "")
     time.sleep(0.001 if in_save else 0.005)
   if proc.poll() is None:
@@ -131,19 +148,22 @@ def main():
   exact, kills, resumes = 0, 0, []
   for trial in range(args.n + 1):
     last = trial == args.n
+    start = (complete_checkpoints(workdir) or [0])[-1]  # where this run resumes
     proc = subprocess.Popen(train_cmd(workdir, overrides), env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    start = logged_step(workdir)
+    console, errors = Console(proc.stdout), Console(proc.stderr)
     if last:
       moment = None
       proc.wait(timeout=args.timeout)
     else:
       in_save = rng.random() < 0.4
       target = min(start + rng.randint(1, 2 * overrides["ckpt_every_steps"]), total - 1)
-      moment = run_until(proc, workdir, target, in_save, args.timeout)
-    out, err = proc.communicate()
+      moment = run_until(proc, console, workdir, target, in_save, args.timeout)
+    proc.wait()
+    out, err = console.text(), errors.text()
     if trial > 0:  # this run resumed after a kill: its rows must be the reference's
       begin = resumed_from(out)
+      assert begin == start, f"run {trial} resumed from step {begin}, not {start}:\n{out[-2000:]}"
       rows = {s: r for s, r in metrics(workdir).items() if s > begin}
       same = bool(rows) and all(r[key] == reference[s][key] for s, r in rows.items()
                                 for key in ("loss", "grad_norm") if key in reference[s])
