@@ -89,6 +89,7 @@ def _launch(argv: list[str]):
 
 
 def run(argv):
+  errors.quiet_library_logs()
   sys.exit(errors.exit_on_user_error(PROG, _launch, argv, verbose=FLAGS.verbose) or 0)
 
 
