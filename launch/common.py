@@ -2,9 +2,9 @@
 
 A launcher is `python launch/TARGET.py [target flags] -- [mimjax-train flags]`. It checks the
 tools it needs (gcloud, sbatch, git), the config against the target's device count and the
-workdir before booking anything, ships this
-checkout's code (`git archive` of the working tree, with the HEAD sha and the uncommitted diff
-recorded in WORKDIR/launch/), then starts `mimjax.main ... --distributed` on every host.
+workdir before booking anything, ships this checkout's code (`git archive` of the working tree,
+with the HEAD sha and the uncommitted diff recorded in WORKDIR/launch/), then starts
+`mimjax.main ... --distributed` on every host.
 `--dry_run` prints the commands (or script) it would run and touches nothing: no cloud call,
 no storage check, no git archive (so it works offline, without gcloud or sbatch installed).
 
