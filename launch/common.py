@@ -1,20 +1,29 @@
 """What every launch target shares: arguments, config checks, code shipping, running workers.
 
 A launcher is `python launch/TARGET.py [target flags] -- [mimjax-train flags]`. It checks the
-config against the target's device count and the workdir before booking anything, ships this
-checkout's code (`git archive` of the working tree, with the HEAD sha and the uncommitted diff
-recorded in WORKDIR/launch/), then starts `mimjax.main ... --distributed` on every host.
+tools it needs (gcloud, sbatch, git), the config against the target's device count and the
+workdir before booking anything, ships this checkout's code (`git archive` of the working tree,
+with the HEAD sha and the uncommitted diff recorded in WORKDIR/launch/), then starts
+`mimjax.main ... --distributed` on every host.
 `--dry_run` prints the commands (or script) it would run and touches nothing: no cloud call,
-no storage check, no git archive.
+no storage check, no git archive (so it works offline, without gcloud or sbatch installed).
+
+An expected error (a bad flag, a missing tool, a config that cannot run there) is one line,
+`launch/TARGET.py: error: ...`, exit status 2; `--verbose` (before or after `--`) adds its
+traceback.
 """
+import argparse
 import datetime
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
 
+# The config checks import TensorFlow (through the configs): keep its start-up chatter off stderr.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # `python launch/x.py` from a checkout: mimjax is importable
@@ -32,17 +41,40 @@ class LaunchError(errors.UserError):
 # ---------------------------------------------------------------------------------------------
 # Arguments.
 # ---------------------------------------------------------------------------------------------
-def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-  """(launcher args, trainer args): everything after `--` goes to mimjax-train."""
+class ArgumentParser(argparse.ArgumentParser):
+  """The launchers' argparse: a mistake is one line naming it (not the usage block), and every
+  launcher takes --verbose."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.add_argument("--verbose", action="store_true",
+                      help="Show the traceback of expected errors too.")
+
+  def error(self, message):
+    # A LaunchError, so that main() prints it as every other expected error (and --verbose works).
+    raise LaunchError(f"{message} (see {self.prog} --help)")
+
+
+_NO_TRAINER = ("put the mimjax-train flags after `--`, e.g. "
+               "-- --config configs/mae.py:demo --workdir gs://BUCKET/run")
+
+
+def parse(parser: ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+  """(launcher args, trainer args) of `argv`: everything after `--` goes to mimjax-train.
+
+  The launcher's own flags are parsed first, so that --help and a bad value answer even
+  without `--`.
+  """
   if "--" not in argv:
-    raise LaunchError("no trainer command: put the mimjax-train flags after `--`, e.g. "
-                      "-- --config configs/mae.py:demo --workdir gs://BUCKET/run")
+    parser.parse_known_args(argv)  # the trainer's flags given without `--` are the likely cause
+    raise LaunchError(f"no trainer command: {_NO_TRAINER}")
   at = argv.index("--")
+  args = parser.parse_args(argv[:at])
   trainer = argv[at + 1:]
   if not trainer:
     raise LaunchError("nothing after `--`: give the mimjax-train flags, e.g. "
                       "-- --config configs/mae.py:demo --workdir gs://BUCKET/run")
-  return argv[:at], trainer
+  return args, trainer
 
 
 def flag_value(args: list[str], name: str) -> str | None:
@@ -69,6 +101,12 @@ def check_shared_workdir(workdir: str, target: str, flag: str = "--workdir"):
     raise LaunchError(f"{flag} {workdir} is a local path, but the hosts of a {target} share "
                       "no filesystem: use a bucket in the slice's region, e.g. "
                       f"{flag} gs://BUCKET/RUN")
+
+
+def require_tool(name: str, what_to_do: str):
+  """LaunchError unless the command `name` is on PATH: checked before anything starts."""
+  if shutil.which(name) is None:
+    raise LaunchError(f"{name} is not installed here (not on PATH): {what_to_do}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,9 +161,25 @@ def check_workdir(workdir: str):
 # ---------------------------------------------------------------------------------------------
 # Shipping the code.
 # ---------------------------------------------------------------------------------------------
+_NOT_A_CHECKOUT = ("the launchers ship the code with `git archive`: run them from a git clone "
+                   "of mimjax")
+
+
 def _git(*args: str) -> str:
-  return subprocess.run(["git", "-C", ROOT, *args], check=True, capture_output=True,
-                        text=True).stdout
+  try:
+    return subprocess.run(["git", "-C", ROOT, *args], check=True, capture_output=True,
+                          text=True).stdout
+  except FileNotFoundError as e:
+    raise LaunchError(f"git is not installed here (not on PATH): {_NOT_A_CHECKOUT}") from e
+  except subprocess.CalledProcessError as e:
+    said = errors.one_line(e.stderr or "") or f"exit status {e.returncode}"
+    raise LaunchError(f"{ROOT} is not a git checkout with a commit (git {' '.join(args)}: "
+                      f"{said}): {_NOT_A_CHECKOUT}") from e
+
+
+def check_checkout():
+  """LaunchError unless this code is a git checkout that `ship` can archive (cheap)."""
+  _git("rev-parse", "--verify", "HEAD")
 
 
 def ship(workdir: str, archive: str) -> str:
@@ -228,5 +282,8 @@ def run_workers(commands: list[list[str]], env: list[dict] | None = None,
 
 
 def main(prog: str, fn):
-  """Runs `fn(sys.argv[1:])`, reporting a UserError in one line (exit 2); exits with its code."""
+  """Runs `fn(sys.argv[1:])`, reporting a UserError in one line (exit 2); exits with its code.
+
+  --verbose anywhere on the command line (the launcher's or the trainer's) adds the traceback.
+  """
   sys.exit(errors.exit_on_user_error(prog, fn, sys.argv[1:]) or 0)

@@ -8,7 +8,6 @@ GPUs a disjoint CUDA_VISIBLE_DEVICES slice. The code runs from a snapshot of thi
 0's output is shown, and every process's errors; when one fails the others are stopped and its
 exit code returned. The free way to try a TPU-pod or SLURM command before booking one.
 """
-import argparse
 import os
 import socket
 import sys
@@ -18,7 +17,7 @@ import common
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog="launch/local.py", description=__doc__.split("\n\n")[0])
+  p = common.ArgumentParser(prog="launch/local.py", description=__doc__.split("\n\n")[0])
   p.add_argument("--processes", type=int, default=2, help="How many trainer processes.")
   p.add_argument("--devices_per_process", type=int, default=1,
                  help="CPU only: host devices per process (XLA's forced device count).")
@@ -56,8 +55,7 @@ def commands(args, trainer_args, code_dir: str) -> tuple[list[list[str]], list[d
 
 
 def launch(argv: list[str]) -> int:
-  own, trainer_args = common.split_argv(argv)
-  args = _parser().parse_args(own)
+  args, trainer_args = common.parse(_parser(), argv)
   if args.processes < 1:
     raise common.LaunchError(f"--processes={args.processes}: must be >= 1")
   if args.gpus is not None and (args.gpus < args.processes or args.gpus % args.processes):
@@ -74,6 +72,7 @@ def launch(argv: list[str]) -> int:
     for cmd, env in zip(cmds, envs):
       print(" ".join(f"{k}={v}" for k, v in env.items()), common.show(cmd))
     return 0
+  common.check_checkout()
   common.check_config(common.load_config(trainer_args), devices, args.processes,
                       f"{args.processes} local processes")
   common.check_workdir(workdir)

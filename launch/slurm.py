@@ -12,7 +12,6 @@ checkpoint. The code runs from a snapshot of this checkout in --launch_dir/code 
 uncommitted diff recorded in WORKDIR/launch/), so later edits do not change a queued job. Prints the
 job id and the log paths. --dry_run prints the script and submits nothing.
 """
-import argparse
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ import common
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog="launch/slurm.py", description=__doc__.split("\n\n")[0])
+  p = common.ArgumentParser(prog="launch/slurm.py", description=__doc__.split("\n\n")[0])
   p.add_argument("--nodes", type=int, required=True)
   p.add_argument("--gpus_per_node", type=int, required=True)
   p.add_argument("--partition", default=None)
@@ -79,8 +78,7 @@ def script(args, trainer_args: list[str], code_dir: str, log_dir: str) -> str:
 
 
 def launch(argv: list[str]) -> int:
-  own, trainer_args = common.split_argv(argv)
-  args = _parser().parse_args(own)
+  args, trainer_args = common.parse(_parser(), argv)
   if args.nodes < 1 or args.gpus_per_node < 1:
     raise common.LaunchError("--nodes and --gpus_per_node must be >= 1")
   if args.time and not re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", args.time):
@@ -102,6 +100,9 @@ def launch(argv: list[str]) -> int:
     print(text, end="")
     return 0
 
+  common.require_tool("sbatch", "run this on a SLURM login node, where SLURM's commands "
+                      "(sbatch, srun) are on PATH; or add --dry_run to print the job script")
+  common.check_checkout()
   common.check_config(common.load_config(trainer_args), tasks, tasks,
                       f"{args.nodes} nodes x {args.gpus_per_node} GPUs")
   common.check_workdir(workdir)
@@ -112,7 +113,11 @@ def launch(argv: list[str]) -> int:
   path = os.path.join(log_dir, f"{args.job_name}.sbatch")
   with open(path, "w") as f:
     f.write(text)
-  result = subprocess.run(["sbatch", "--parsable", path], capture_output=True, text=True)
+  try:
+    result = subprocess.run(["sbatch", "--parsable", path], capture_output=True, text=True)
+  except OSError as e:  # on PATH, yet it cannot run
+    raise common.LaunchError(f"sbatch could not be run ({e}): check the SLURM installation "
+                             "on this machine") from e
   if result.returncode:
     raise common.LaunchError(f"sbatch {path} failed: {result.stderr.strip()}")
   job = result.stdout.strip().split(";")[0]

@@ -14,7 +14,6 @@ errors; when one worker fails, stop the others and exit with its code; delete th
 from the workdir's last checkpoint. Launching again while the run is alive attaches to it.
 --dry_run prints every gcloud command and changes nothing.
 """
-import argparse
 import os
 import re
 import shlex
@@ -57,7 +56,7 @@ def topology(accelerator_type: str) -> tuple[int, int]:
 
 
 def parser():
-  p = argparse.ArgumentParser(prog="launch/tpu.py", description=__doc__.split("\n\n")[0])
+  p = common.ArgumentParser(prog="launch/tpu.py", description=__doc__.split("\n\n")[0])
   p.add_argument("--name", required=True, help="The slice (TPU VM) name.")
   p.add_argument("--zone", required=True, help="e.g. us-central1-a; the bucket's region.")
   p.add_argument("--accelerator_type", required=True, help="e.g. v5litepod-16, v4-32.")
@@ -162,6 +161,13 @@ class Slice:
     return (f"[ -f {PID} ] && kill -TERM -- -$(cat {PID}) 2>/dev/null; "
             f"for i in $(seq 300); do kill -0 -- -$(cat {PID}) 2>/dev/null || break; sleep 1; done; "
             "true")
+
+
+def require_gcloud():
+  """LaunchError unless gcloud is here: checked before anything starts (--dry_run needs none)."""
+  common.require_tool("gcloud", "install the Google Cloud SDK "
+                      "(https://cloud.google.com/sdk/docs/install), run `gcloud auth login`, and "
+                      "launch again; or add --dry_run to print the gcloud commands")
 
 
 def _call(command: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -271,8 +277,7 @@ def ship(tpu: Slice, workdir: str) -> str:
 
 
 def launch(argv: list[str]) -> int:
-  own, trainer_args = common.split_argv(argv)
-  args = parser().parse_args(own)
+  args, trainer_args = common.parse(parser(), argv)
   tpu = Slice(args)
   workdir = common.workdir_of(trainer_args)
   common.check_shared_workdir(workdir, "TPU slice")
@@ -284,6 +289,8 @@ def launch(argv: list[str]) -> int:
       print(common.show(command))
     return 0
 
+  require_gcloud()
+  common.check_checkout()
   common.check_config(common.load_config(trainer_args), tpu.hosts * tpu.devices_per_host,
                       tpu.hosts, tpu.label)
   check_fits(check, tpu.label)

@@ -9,10 +9,10 @@ orbax/tensorstore. This module adds what an object store needs on top:
   per-host /tmp on a pod does not), checked by process 0 writing a marker the others must read;
 - `upload(local, remote)`: an immutable object, written once (object stores rewrite on append).
 """
-import concurrent.futures
 import contextlib
 import logging
 import os
+import threading
 import uuid
 
 from etils import epath
@@ -65,15 +65,25 @@ def bucket(p) -> str | None:
 
 
 def _run_with_timeout(fn, seconds: float, what: str):
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-  try:
-    return pool.submit(fn).result(timeout=seconds)
-  except concurrent.futures.TimeoutError:
+  # A daemon thread: a call that never answers must not hold the process at exit (a pool's
+  # worker is joined then, and the storage client goes on logging its retries meanwhile).
+  result, done = {}, threading.Event()
+
+  def call():
+    try:
+      result["value"] = fn()
+    except BaseException as e:  # pylint: disable=broad-except
+      result["error"] = e
+    done.set()
+
+  threading.Thread(target=call, daemon=True, name=f"storage: {what}").start()
+  if not done.wait(seconds):
     raise StorageError(f"{what}: no answer from the storage service within {seconds:.0f} s: "
                        "check the network and the credentials (gcloud auth "
-                       "application-default login)") from None
-  finally:
-    pool.shutdown(wait=False)
+                       "application-default login)")
+  if "error" in result:
+    raise result["error"]
+  return result["value"]
 
 
 def check_bucket(p, seconds: float = BUCKET_CHECK_SECONDS):

@@ -1,5 +1,6 @@
-"""Expected errors of mimjax-train and mimjax-export: one line, exit status 2, no traceback
-(`--verbose` adds it); unexpected ones keep their traceback."""
+"""Expected errors of mimjax-train, mimjax-export and mimjax-analyze: one line, exit status 2, no
+traceback (`--verbose` adds it); unexpected ones keep their traceback. The launchers' are in
+tests/launch/test_launch.py, mimjax-eval's in tests/test_evals_train.py."""
 import os
 import shutil
 import subprocess
@@ -65,6 +66,31 @@ def test_export_of_a_damaged_checkpoint_is_one_line(tmp_path):
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
   assert "checkpoints/2 is damaged" in lines[0] and "Use another step" in lines[0]
   assert not os.path.exists(tmp_path / "out")
+
+
+def test_analyze_of_a_missing_model_is_one_line(tmp_path):
+  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analyze_cli", "--model",
+                       str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  lines = _error_lines(result.stderr, "mimjax-analyze")
+  assert len(lines) == 1 and f"cannot load a pre-trained model from '{tmp_path / 'nothing'}'" in (
+      lines[0]) and "found: no such directory" in lines[0]
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_training_on_a_folder_of_undecodable_images_is_one_line(tmp_path):
+  folder = tmp_path / "images"
+  for i in range(8):  # one batch of the tiny config, in two classes (the demo's kNN wants labels)
+    (folder / f"class_{i % 2}").mkdir(parents=True, exist_ok=True)
+    (folder / f"class_{i % 2}" / f"garbage_{i}.jpg").write_bytes(b"not an image %d" % i)
+  result = tu.run_cli(tu.train_cmd("mae", str(tmp_path / "w"), **{
+      "input.dataset": "folder", "input.folder": str(folder)}))
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  # Nothing else on stderr either (TensorFlow's warnings about the failed batch stay off it).
+  assert result.stderr.count("\n") == 1, result.stderr[-2000:]
+  line = _error_lines(result.stderr, "mimjax-train")[0]
+  assert "Cannot decode 8 image(s) of the batch at step 0" in line and "garbage_3.jpg" in line
+  assert 'set config.on_corrupt="skip"' in line
 
 
 # --- The same seam in-process (cheap). --------------------------------------------------------

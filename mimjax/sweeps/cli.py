@@ -17,9 +17,13 @@ device sets; `--target=slurm` submits one array job (at most `--parallel` tasks 
       --root gs://BUCKET/mae_sweep --target tpu --name sweep --zone us-central1-a \
       --accelerator_type v5litepod-8 [--spot] [--keep]
 """
+import os
 import sys
 
-from absl import app
+# TensorFlow is only the configs' input pipeline here: keep its start-up chatter off the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 
 from mimjax import errors
@@ -89,6 +93,7 @@ def _launch(argv: list[str]):
 
 
 def run(argv):
+  errors.quiet_library_logs()
   sys.exit(errors.exit_on_user_error(PROG, _launch, argv, verbose=FLAGS.verbose) or 0)
 
 

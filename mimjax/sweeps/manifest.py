@@ -10,6 +10,7 @@ from typing import Any
 
 from etils import epath
 
+from mimjax import storage
 from mimjax.sweeps import trials as trials_lib
 
 FILENAME = "sweep.json"
@@ -22,6 +23,7 @@ def path(root: str) -> epath.Path:
 
 def read(root: str) -> dict[str, Any] | None:
   """The manifest under `root`, or None when there is none yet."""
+  storage.check_bucket(root)  # storage that does not answer: one line, in bounded time
   p = path(root)
   if not p.exists():
     return None

@@ -88,6 +88,8 @@ class Target:
   def check(self, trials: list[trials_lib.Trial], jobs: list[tuple[str, list[str]]]):
     """The root takes a write, and each trial still to run fits in the chips' memory
     (mimjax.compile, unless skip_compile_check); else a UserError, before the slice exists."""
+    self.launch.require_gcloud()
+    self.launch.common.check_checkout()
     self.launch.common.check_workdir(self.root)
     labels = {t.name: t.label() for t in trials}
     for name, trainer_args in jobs:

@@ -6,6 +6,7 @@ environment the real ones give; the trainers they start are the real ones.
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,79 @@ def test_no_command_after_the_separator_is_one_line(cloud):
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("launch/local.py: error: ")
     assert "after `--`" in out.stderr
+
+
+def _one_error_line(out, prog: str) -> str:
+  """The single `prog: error:` line a launcher answered an expected error with."""
+  assert out.returncode == 2 and out.stdout == "", (out.stdout, out.stderr)
+  assert out.stderr.count("\n") == 1 and out.stderr.startswith(f"{prog}: error: "), out.stderr
+  return out.stderr
+
+
+@pytest.mark.parametrize("target, argv, message", [
+    ("slurm", ["--nodes", "x", "--gpus_per_node", "8"], "argument --nodes: invalid int value: 'x'"),
+    ("slurm", ["--gpus_per_node", "8"], "the following arguments are required: --nodes"),
+    ("tpu", ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8", "--spot=yes"],
+     "argument --spot: ignored explicit argument 'yes'"),
+    ("local", ["--processes", "2", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_a_launcher_flag_mistake_is_one_line(target, argv, message):
+  out = _run(lu.launcher(target) + argv + ["--", *L16])
+  line = _one_error_line(out, f"launch/{target}.py")
+  assert message in line and f"(see launch/{target}.py --help)" in line
+
+
+def test_launchers_take_verbose_and_answer_help_without_the_separator():
+  for target in ("local", "slurm", "tpu"):
+    out = _run(lu.launcher(target) + ["--help"])
+    assert out.returncode == 0 and "--verbose" in out.stdout, out.stderr
+
+
+def _bare_path_env(*tools) -> dict:
+  """The environment with PATH holding only this Python's directory: no gcloud, sbatch, git."""
+  bare = os.path.dirname(sys.executable)
+  if any(shutil.which(tool, path=bare) for tool in tools):
+    pytest.skip(f"{bare} holds one of {tools}")
+  return dict(_env(), PATH=bare)
+
+
+def test_a_missing_sbatch_or_gcloud_is_one_line_and_dry_run_needs_neither(tmp_path):
+  env = _bare_path_env("sbatch", "gcloud")
+  slurm = lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--", "--config",
+                                  "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
+  tpu = lu.launcher("tpu") + ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
+                              "--skip_compile_check", "--", *L16]
+  run = lambda argv: subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True,
+                                    timeout=60)
+  line = _one_error_line(run(slurm), "launch/slurm.py")
+  assert "sbatch is not installed here (not on PATH): run this on a SLURM login node" in line
+  line = _one_error_line(run(tpu), "launch/tpu.py")
+  assert "gcloud is not installed here (not on PATH): install the Google Cloud SDK" in line
+  assert not (tmp_path / "run").exists()
+  for argv in (slurm, tpu):  # --dry_run only prints: offline, neither tool needed
+    dry = run(argv[:2] + ["--dry_run"] + argv[2:])
+    assert dry.returncode == 0 and "Traceback" not in dry.stderr, dry.stderr
+  assert "#SBATCH --nodes=1" in run(slurm[:2] + ["--dry_run"] + slurm[2:]).stdout
+
+
+def test_verbose_adds_the_traceback_of_a_launchers_expected_error(tmp_path):
+  env = _bare_path_env("sbatch")
+  base = lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1"]
+  trainer = ["--", "--config", "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
+  for argv in (base + ["--verbose"] + trainer, base + trainer + ["--verbose"]):
+    out = subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback (most recent call last)" in out.stderr
+    assert out.stderr.splitlines()[-1].startswith("launch/slurm.py: error: sbatch is not installed")
+
+
+def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
+  """The launchers ship the code with git archive: a copy that is no checkout says so."""
+  shutil.copytree(os.path.join(tu.ROOT, "launch"), tmp_path / "launch")
+  out = _run([sys.executable, str(tmp_path / "launch" / "local.py"), "--", "--config",
+              "configs/mae.py:demo", "--workdir", str(tmp_path / "run")])
+  line = _one_error_line(out, "launch/local.py")
+  assert f"{tmp_path} is not a git checkout" in line and "run them from a git clone" in line
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("accelerator, trainer, message", [

@@ -1,5 +1,6 @@
 """gs:// workdirs against a local Cloud Storage emulator: train, kill, resume, export, load, outages."""
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -68,6 +69,22 @@ def test_missing_bucket_is_refused_in_seconds(gcs):
   with pytest.raises(storage.StorageError, match="gs://no-such-bucket does not exist"):
     mimjax.load_pretrained("gs://no-such-bucket/export")
   assert time.monotonic() - start < 10
+
+
+def test_storage_that_never_answers_is_one_line_and_the_command_exits_at_once():
+  """The storage client retries a refused connection for half a minute, logging each failure;
+  the command must not wait for it (nor print its tracebacks) after saying what is wrong."""
+  env = dict(tu.cli_env(), STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{tu.free_port()}",
+             GOOGLE_AUTH_TOKEN_FOR_TESTING="x")
+  code = ("from mimjax import errors, storage; "
+          "errors.exit_on_user_error('prog', storage.check_bucket, 'gs://b/run', seconds=1)")
+  start = time.monotonic()
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tu.ROOT, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 2 and time.monotonic() - start < 20, out.stderr[-2000:]
+  assert out.stderr == ("prog: error: checking gs://b: no answer from the storage service within "
+                        "1 s: check the network and the credentials (gcloud auth "
+                        "application-default login)\n")
 
 
 def test_a_workdir_private_to_each_host_is_refused(tmp_path):
