@@ -1,5 +1,8 @@
 """gs:// workdirs against a local Cloud Storage emulator: train, kill, resume, export, load, outages."""
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +18,7 @@ from mimjax import metric_files
 from mimjax import sharding
 from mimjax import storage
 from mimjax import train
+from mimjax import workdir_lock
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
 from tests.launch import launch_utils as lu
@@ -148,3 +152,18 @@ def test_storage_outage_at_resume_moves_nothing_and_says_so(gcs):
     gcs.start()
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
   assert not storage.path(workdir).joinpath(checkpoint.DAMAGED_SUBDIR).exists()
+
+
+def test_a_live_run_on_a_gs_workdir_keeps_a_second_trainer_out(gcs):
+  """The lock on gs:// keeps a live run's workdir to itself (that a killed run's lock does not
+  block a restart is the kill/resume test above)."""
+  workdir = f"{BUCKET}/locked"
+  with workdir_lock.WorkdirLock(workdir):
+    result = tu.run_cli(tu.train_cmd("mae", workdir))
+    assert storage.path(workdir).joinpath(workdir_lock.LOCK_FILE).exists()
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert re.search(rf"mimjax-train: error: {workdir} is in use by another run \(host "
+                   rf"{re.escape(socket.gethostname())}, pid {os.getpid()},", result.stderr)
+  assert not storage.path(workdir).joinpath(workdir_lock.LOCK_FILE).exists()  # released
+  assert not storage.path(workdir).joinpath(checkpoint.SUBDIR).exists()
