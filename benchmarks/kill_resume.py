@@ -145,7 +145,7 @@ def main():
   assert len(reference) == total, f"the reference run logged {len(reference)} of {total} steps"
 
   rng = random.Random(args.seed)
-  exact, kills, resumes = 0, 0, []
+  exact, kills = 0, 0
   for trial in range(args.n + 1):
     last = trial == args.n
     start = (complete_checkpoints(workdir) or [0])[-1]  # where this run resumes
@@ -168,7 +168,6 @@ def main():
       same = bool(rows) and all(r[key] == reference[s][key] for s, r in rows.items()
                                 for key in ("loss", "grad_norm") if key in reference[s])
       exact += same
-      resumes.append((begin, len(rows), same))
       print(f"resume {trial}: from step {begin}, {len(rows)} steps logged, "
             f"{'bit-exact' if same else 'DIFFERENT'}", flush=True)
     if last:

@@ -7,14 +7,13 @@ After pre-training (configs/mae.py or configs/lut.py in W), the one command:
 
 `init_from` is a pre-training workdir or an export directory (its encoder is used, its final
 norm dropped; fc_norm and the head start fresh; the position embedding is learned, from the
-fixed sin-cos table). The recipe, per variant, as
-facebookresearch/mae's FINETUNE.md: batch 1024, AdamW (0.9, 0.999), wd 0.05 (not on the cls
-token, the position embedding, biases and norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr
-decay 0.65 (B) or 0.75 (L, H), drop path 0.1 / 0.2 / 0.3, 100 epochs (B) or 50 (L, H), 5 warm-up
-epochs then cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, RandAugment
-rand-m9-mstd0.5-inc1, random erasing 0.25,
-mixup 0.8 / cutmix 1.0 (switch 0.5), label smoothing 0.1; global average pooling + fc_norm;
-top-1 / top-5 on the validation split (resize 256, centre crop 224).
+fixed sin-cos table). The recipe, per variant, as facebookresearch/mae's FINETUNE.md: batch
+1024, AdamW (0.9, 0.999), wd 0.05 (not on the cls token, the position embedding, biases and
+norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr decay 0.65 (B)
+or 0.75 (L, H), drop path 0.1 / 0.2 / 0.3, 100 epochs (B) or 50 (L, H), 5 warm-up epochs then
+cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, RandAugment rand-m9-mstd0.5-inc1,
+random erasing 0.25, mixup 0.8 / cutmix 1.0 (switch 0.5), label smoothing 0.1; global average
+pooling + fc_norm; top-1 / top-5 on the validation split (resize 256, centre crop 224).
 
 `recipe=lut` takes naver-ai/lut's docs/FINETUNE.md instead (ViT-B: blr 1e-3, lr = blr *
 sqrt(batch) / 8, layer decay 0.75, drop path 0.1, 100 epochs).

@@ -4,8 +4,8 @@ r"""Runs mimjax-train on a Cloud TPU VM slice (a pod: every host runs one proces
       -- --config configs/mae.py:variant=L/16,dataset=imagenet2012 --workdir gs://BUCKET/mae-l16
 
 Steps: check the config against the slice's devices and (mimjax.compile, unless
---skip_compile_check) that it fits in the chips' memory; check the gs:// workdir is writable; create the slice
-(`gcloud compute tpus tpu-vm create`, or `queued-resources create` with --queued); ship this
+--skip_compile_check) that it fits in the chips' memory; check the gs:// workdir is writable;
+create the slice (`gcloud compute tpus tpu-vm create`, or `queued-resources create` with --queued); ship this
 checkout (git archive, recorded in WORKDIR/launch/) and install it with the `tpu` extra on every
 worker; stop a stale trainer of an earlier launch that still holds the chips (by its pid); run
 `mimjax.main ... --distributed` on all workers, streaming worker 0's log and every worker's
@@ -23,6 +23,8 @@ import tempfile
 import time
 
 import common
+
+from mimjax import workdir_lock  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 # Family -> (TensorCores per chip as the name counts them, chips per host, runtime version).
 # v4/v5p names count TensorCores (2 per chip; JAX sees one device per chip); v5e/v6e count chips.
@@ -126,10 +128,10 @@ class Slice:
 
   def run(self, worker: int, trainer_args: list[str], workdir: str) -> str:
     """Starts the trainer detached (it outlives this ssh), then follows its log to the end."""
-    # The run's name across slice re-creations (mimjax.workdir_lock.RUN_ID_ENV): the lock that a
-    # preempted attempt left, heartbeat still fresh, is this run's own and is taken over.
+    # The run's name across slice re-creations: the lock that a preempted attempt left,
+    # heartbeat still fresh, is this run's own and is taken over.
     run_id = shlex.quote(f"tpu:{self.args.zone}/{self.args.name}:{workdir}")
-    trainer = f"MIMJAX_RUN_ID={run_id} " + common.show(
+    trainer = f"{workdir_lock.RUN_ID_ENV}={run_id} " + common.show(
         [self.args.python, *common.TRAINER, *trainer_args, "--distributed",
          f"--num_processes={self.hosts}", f"--process_id={worker}"])
     # The wrapper passes SIGTERM (preemption, a stop) on to the trainer, which saves before it

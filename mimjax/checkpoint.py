@@ -71,12 +71,15 @@ class NoIntactCheckpointError(CheckpointError):
   """Every checkpoint of a workdir is damaged: starting over is the user's decision."""
 
 
+def _reason(error: BaseException) -> str:
+  return errors.one_line(f"{type(error).__name__}: {error}")[:300]
+
+
 def _unreachable(where, error: BaseException) -> errors.StorageUnreachableError:
-  reason = errors.one_line(f"{type(error).__name__}: {error}")[:300]
   return errors.StorageUnreachableError(
       f"reading checkpoint {where} failed: the storage did not answer or refused access, after "
-      f"retries ({reason}); nothing was moved or changed: fix the connection or the credentials "
-      "and start the same command again")
+      f"retries ({_reason(error)}); nothing was moved or changed: fix the connection or the "
+      "credentials and start the same command again")
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -126,7 +129,7 @@ class Checkpointer:
     """Restores into the shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
     self._require(step)
     meta = self.meta(step)
-    with _damage_as_error(self, step):
+    with _damage_as_error(self.step_dir(step)):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))
     if meta.get("checksums") is not None:
@@ -136,7 +139,7 @@ class Checkpointer:
   def config(self, step: int) -> ml_collections.ConfigDict:
     self._require(step)
     self.meta(step)  # refuses a future format before reading anything else
-    with _damage_as_error(self, step):
+    with _damage_as_error(self.step_dir(step)):
       restored = self._manager.restore(step, args=ocp.args.Composite(
           config=ocp.args.JsonRestore()))
       return ml_collections.ConfigDict(restored.config)
@@ -224,15 +227,10 @@ def verify(state, expected: dict[str, list[int]], where) -> None:
 def read_meta(step_dir: epath.Path) -> dict:
   """The `meta` item of a checkpoint ({} for one written before format versions existed)."""
   path = epath.Path(step_dir) / "meta" / "metadata"
-  try:
+  with _damage_as_error(step_dir, "its meta/metadata does not read: "):
     if not path.exists():
       return {}
     meta = json.loads(path.read_text())
-  except (OSError, ValueError) as e:
-    if errors.is_storage_unreachable(e):
-      raise _unreachable(step_dir, e) from e
-    raise DamagedCheckpointError(
-        f"checkpoint {step_dir} is damaged: its meta/metadata does not read ({e})") from e
   version = meta.get("format_version")
   if not isinstance(version, int) or version > FORMAT_VERSION:
     raise FutureFormatError(
@@ -246,8 +244,8 @@ class _damage_as_error:
   """Turns a failure to read a committed checkpoint into a DamagedCheckpointError, or into a
   StorageUnreachableError when the storage, not the checkpoint, is what failed."""
 
-  def __init__(self, ckpt, step):
-    self._where = ckpt.step_dir(step)
+  def __init__(self, step_dir, what: str = ""):
+    self._where, self._what = step_dir, what
 
   def __enter__(self):
     return self
@@ -257,8 +255,8 @@ class _damage_as_error:
       return False
     if errors.is_storage_unreachable(error):  # the data may be intact: never move it aside
       raise _unreachable(self._where, error) from error
-    reason = errors.one_line(f"{type(error).__name__}: {error}")[:300]
-    raise DamagedCheckpointError(f"checkpoint {self._where} is damaged: {reason}") from error
+    raise DamagedCheckpointError(
+        f"checkpoint {self._where} is damaged: {self._what}{_reason(error)}") from error
 
 
 class _out_of_space_as_error:

@@ -64,10 +64,16 @@ def run_id() -> str | None:
 
 
 def owner_is_alive(lock: dict, now: float | None = None, stale_seconds: float = STALE_SECONDS,
-                   host: str | None = None) -> bool:
-  """Whether the run that wrote `lock` may still be running."""
+                   host: str | None = None, run: str | None = None) -> bool:
+  """Whether the run that wrote `lock` may still be running, as seen by run `run` (`run_id()`).
+
+  On this host: while its pid runs. On another host: not when it is an earlier attempt of `run`
+  (its scheduler ended it before starting this one), else while its heartbeat is fresh.
+  """
   if lock.get("host") == (host or socket.gethostname()):
     return pid_alive(int(lock.get("pid", -1)))
+  if run is not None and lock.get("run_id") == run:
+    return False
   return (now or time.time()) - float(lock.get("heartbeat", 0)) < stale_seconds
 
 
@@ -93,17 +99,15 @@ class WorkdirLock:
           "choose a writable location") from e
     held = _read(self.path)
     ours = run_id()
-    here_and_alive = (held is not None and held.get("host") == socket.gethostname()
-                      and pid_alive(int(held.get("pid", -1))))  # two steps of one allocation
-    if held is not None and ours is not None and held.get("run_id") == ours and not here_and_alive:
-      print(f"Taking over the lock of an earlier attempt of this run ({ours}: host "
-            f"{held.get('host')}, pid {held.get('pid')})", flush=True)
-    elif held is not None and owner_is_alive(held, stale_seconds=self._stale_seconds):
+    if held is not None and owner_is_alive(held, stale_seconds=self._stale_seconds, run=ours):
       started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(held.get("started", 0)))
       raise WorkdirBusyError(
           f"{os.fspath(self.path.parent)} is in use by another run (host {held.get('host')}, "
           f"pid {held.get('pid')}, started {started}): wait for it to finish, stop it, or use "
           f"another --workdir (if that run is gone for sure, delete {os.fspath(self.path)})")
+    if held is not None and ours is not None and held.get("run_id") == ours:
+      print(f"Taking over the lock of an earlier attempt of this run ({ours}: host "
+            f"{held.get('host')}, pid {held.get('pid')})", flush=True)
     now = time.time()
     self.record = dict(host=socket.gethostname(), pid=os.getpid(), started=now, heartbeat=now,
                        token=secrets.token_hex(8), run_id=ours)

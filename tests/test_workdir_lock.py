@@ -85,6 +85,21 @@ def test_a_requeued_job_takes_over_the_fresh_lock_of_its_earlier_attempt(tmp_pat
       capsys.readouterr().out)
 
 
+def test_a_live_run_of_the_same_job_on_this_host_keeps_its_lock(tmp_path, monkeypatch):
+  """Two job steps of one SLURM allocation share the job id: a live one is not taken over."""
+  monkeypatch.setenv("SLURM_JOB_ID", "81234")
+  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], env=tu.cli_env(),
+                          stdout=subprocess.PIPE, text=True)
+  try:
+    assert proc.stdout.readline().strip() == "locked"
+    assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["run_id"] == "81234"
+    with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {proc.pid},"):
+      workdir_lock.WorkdirLock(str(tmp_path)).acquire()
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_heartbeat_advances_while_held(tmp_path):
   lock = workdir_lock.WorkdirLock(str(tmp_path), heartbeat_seconds=0.05).acquire()
   first = lock.record["heartbeat"]
