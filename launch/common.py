@@ -22,11 +22,11 @@ import subprocess
 import sys
 import threading
 
-# The config checks import TensorFlow (through the configs): keep its start-up chatter off stderr.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # `python launch/x.py` from a checkout: mimjax is importable
+# The config checks import TensorFlow (through the configs).
+from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position
 
 from mimjax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only imported via the configs
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app
 from absl import flags

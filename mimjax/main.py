@@ -8,10 +8,7 @@ On a multi-host TPU pod or a SLURM cluster add --distributed: jax.distributed.in
 then finds the coordinator, the process count and this process's index from the environment.
 Elsewhere name them: --distributed --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
-import os
-
-# TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app
 from absl import flags

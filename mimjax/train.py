@@ -248,7 +248,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
   built = build_step(config, mesh, lr_schedule, total_steps)
   model, abstract, shardings = built.model, built.abstract, built.shardings
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
+  try:
+    state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
+  except BaseException:
+    ckpt.close()  # a refused restore: orbax's threads would otherwise race the exit on stderr
+    raise
   start_step = int(state["step"])
   if is_main:
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))

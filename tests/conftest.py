@@ -9,6 +9,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position  (as the CLIs)
 # libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
 # process and its subprocesses; tests that compile for TPU slices describe them explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -64,9 +64,9 @@ def cli_flags(method: str, workdir: str, **overrides) -> list[str]:
 
 def cli_env(devices: int = 1) -> dict:
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
-  # As from a shell: this process's `import jax` set TF_CPP_MIN_LOG_LEVEL=1, which would
-  # override the CLIs' own default.
+  # As from a shell: the CLIs set these themselves (mimjax/tf_env.py), and that is under test.
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  env.pop("TF_ENABLE_ONEDNN_OPTS", None)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return env
 

@@ -17,9 +17,7 @@ into --out:
 
 Layers are numbered from 1, heads from 0.
 """
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app
 from absl import flags

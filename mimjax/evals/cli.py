@@ -10,9 +10,7 @@ mean what config.input's keys mean. Prints the result and, with --out, writes it
 ({"top1", "top5", "eval", "model", ...}). kNN is DINO's weighted kNN (k=20, T=0.07, cosine, the
 [CLS] token); linear_probe is MAE's protocol (see mimjax/evals/linear_probe.py).
 """
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app
 from absl import flags

@@ -11,10 +11,7 @@ fine-tuned classifier, ViTForImageClassification; `timm` writes the encoder (and
 classifier's head) as a timm VisionTransformer state dict plus the architecture arguments. For LUT the
 student is exported (fine-tuning starts from the student encoder).
 """
-import os
-
-# TensorFlow is only the input pipeline here: keep its start-up chatter off the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app
 from absl import flags

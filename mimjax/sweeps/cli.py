@@ -17,11 +17,9 @@ device sets; `--target=slurm` submits one array job (at most `--parallel` tasks 
       --root gs://BUCKET/mae_sweep --target tpu --name sweep --zone us-central1-a \
       --accelerator_type v5litepod-8 [--spot] [--keep]
 """
-import os
 import sys
 
-# TensorFlow is only the configs' input pipeline here: keep its start-up chatter off the console.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
