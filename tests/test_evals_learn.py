@@ -59,22 +59,22 @@ def encoders(tmp_path_factory):
   return config, state_lib.build_model(config), mesh, state["params"], random
 
 
-def test_briefly_pretrained_encoder_beats_random_ones_on_held_out_digits_knn(encoders):
+def _pretrained_and_random_top1(encoders, eval_type, **keys):
+  """Top-1 on the held-out digits of the pre-trained encoder, and of each random init."""
   config, model, mesh, pretrained, random = encoders
-  eval_config = evals.make_config("knn", dataset="digits", train_split=PRETRAIN,
-                                  val_split=HELD_OUT, batch_size=128, feature="mean")
-  evaluator = evals.get("knn")(config, eval_config, model, mesh)
-  trained = evaluator.run(pretrained)["top1"]
-  baselines = [evaluator.run(params)["top1"] for params in random]
+  eval_config = evals.make_config(eval_type, dataset="digits", train_split=PRETRAIN,
+                                  val_split=HELD_OUT, batch_size=128, **keys)
+  evaluator = evals.get(eval_type)(config, eval_config, model, mesh)
+  return evaluator.run(pretrained)["top1"], [evaluator.run(p)["top1"] for p in random]
+
+
+def test_briefly_pretrained_encoder_beats_random_ones_on_held_out_digits_knn(encoders):
+  trained, baselines = _pretrained_and_random_top1(encoders, "knn", feature="mean")
   assert trained >= max(baselines) + MARGIN, (trained, baselines)
 
 
 def test_briefly_pretrained_encoder_beats_random_ones_on_held_out_digits_linear_probe(encoders):
-  config, model, mesh, pretrained, random = encoders
-  eval_config = evals.make_config("linear_probe", dataset="digits", train_split=PRETRAIN,
-                                  val_split=HELD_OUT, batch_size=128, feature="cls", epochs=200,
-                                  base_lr=50.0, probe_batch_size=256)
-  evaluator = evals.get("linear_probe")(config, eval_config, model, mesh)
-  trained = evaluator.run(pretrained)["top1"]
-  baselines = [evaluator.run(params)["top1"] for params in random]
+  trained, baselines = _pretrained_and_random_top1(encoders, "linear_probe", feature="cls",
+                                                   epochs=200, base_lr=50.0,
+                                                   probe_batch_size=256)
   assert trained >= max(baselines) + MARGIN, (trained, baselines)
