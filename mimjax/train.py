@@ -5,6 +5,7 @@ names (mimjax/methods: the model, its extra state, the loss of a micro-batch, th
 workdir's latest checkpoint when there is one, else starts from `config.init_from`, else from
 scratch; a resumed run continues exactly where the interrupted one was.
 """
+import contextlib
 import functools
 import signal
 from typing import Callable, NamedTuple
@@ -248,44 +249,44 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
   built = build_step(config, mesh, lr_schedule, total_steps)
   model, abstract, shardings = built.model, built.abstract, built.shardings
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
-  try:
+  # Whatever raises from here on (a refused restore, the input pipeline, an evaluator, the loop)
+  # closes what was opened, newest first: orbax's threads would otherwise race the exit.
+  with contextlib.ExitStack() as cleanup:
+    cleanup.callback(ckpt.close)
     state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
-  except BaseException:
-    ckpt.close()  # a refused restore: orbax's threads would otherwise race the exit on stderr
-    raise
-  start_step = int(state["step"])
-  if is_main:
-    n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
-    print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters, "
-          f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
-          f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
+    start_step = int(state["step"])
+    if is_main:
+      n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
+      print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters, "
+            f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
+            f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
 
-  compiled_step, utilization = None, None  # compiled on the first batch
-  visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
-               if method.image_key else None)
-  batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
-                                     start_step=start_step, mesh=mesh,
-                                     batch_axes=sharding.BATCH_AXES)
-  writer = metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)
-  evaluators = evals.Evaluators(config, model, mesh)
-  termination = _Termination()
+    compiled_step, utilization = None, None  # compiled on the first batch
+    visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
+                 if method.image_key else None)
+    batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
+                                       start_step=start_step, mesh=mesh,
+                                       batch_axes=sharding.BATCH_AXES)
+    writer = cleanup.enter_context(contextlib.closing(
+        metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)))
+    evaluators = evals.Evaluators(config, model, mesh)
+    termination = cleanup.enter_context(contextlib.closing(_Termination()))
 
-  def check_finite(state):
-    bad = int(state["nonfinite_at"])
-    if bad >= 0:
-      raise NonFiniteLossError(
-          f"the loss or its gradient was not finite at step {bad}; stopped before updating "
-          f"with it. The last good checkpoint in {checkpoint.checkpoint_dir(workdir)} is "
-          "untouched: lower config.optim.base_lr, set config.optim.grad_clip_norm, or use "
-          "float32 (config.model.dtype)")
+    def check_finite(state):
+      bad = int(state["nonfinite_at"])
+      if bad >= 0:
+        raise NonFiniteLossError(
+            f"the loss or its gradient was not finite at step {bad}; stopped before updating "
+            f"with it. The last good checkpoint in {checkpoint.checkpoint_dir(workdir)} is "
+            "untouched: lower config.optim.base_lr, set config.optim.grad_clip_norm, or use "
+            "float32 (config.model.dtype)")
 
-  def save(step):
-    check_finite(state)
-    with storage.saving(checkpoint.checkpoint_dir(workdir), step):
-      writer.flush()  # the metrics up to a checkpoint survive a kill, wherever the workdir is
-      ckpt.save(step, state, config)
+    def save(step):
+      check_finite(state)
+      with storage.saving(checkpoint.checkpoint_dir(workdir), step):
+        writer.flush()  # the metrics up to a checkpoint survive a kill, wherever the workdir is
+        ckpt.save(step, state, config)
 
-  try:
     for step in range(start_step, total_steps):
       batch = next(batches)
       if compiled_step is None:  # compiled explicitly: its cost analysis gives the FLOPs for MFU
@@ -316,10 +317,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         break
     with storage.saving(checkpoint.checkpoint_dir(workdir), int(state["step"])):
       ckpt.wait()
-  finally:
-    termination.close()
-    writer.close()
-    ckpt.close()
   if is_main:
     print(f"Done. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; TensorBoard: "
           f"{workdir}/tensorboard; metrics: {metric_files.location(workdir)}", flush=True)

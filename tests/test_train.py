@@ -171,6 +171,26 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state["params"]))
 
 
+def test_a_setup_failure_after_the_restore_closes_what_it_opened(tmp_path, monkeypatch):
+  workdir = str(tmp_path)
+  train.train(tu.tiny_config("mae", total_steps=2), workdir)
+  closed = []
+  real_close = checkpoint.Checkpointer.close
+  monkeypatch.setattr(checkpoint.Checkpointer, "close",
+                      lambda self: (closed.append(self.directory), real_close(self)))
+
+  def broken_evaluators(*args, **kwargs):
+    raise RuntimeError("evaluator dataset unreadable")
+
+  monkeypatch.setattr(train.evals, "Evaluators", broken_evaluators)
+  with pytest.raises(RuntimeError, match="evaluator dataset unreadable"):
+    train.train(tu.tiny_config("mae", total_steps=4), workdir)
+  assert closed == [checkpoint.checkpoint_dir(workdir)]  # the resumed run's manager, once
+  monkeypatch.undo()
+  train.train(tu.tiny_config("mae", total_steps=4), workdir)  # nothing left held: it resumes
+  assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
+
+
 @pytest.mark.parametrize("flag,message,devices", [
     ("--config.model.mask_ratio=1.5", "config.model.mask_ratio", 1),
     ("--config.input.batch_size=6", "config.input.batch_size", 4),
