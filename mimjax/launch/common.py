@@ -22,13 +22,13 @@ import subprocess
 import sys
 import threading
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)  # `python launch/x.py` from a checkout: mimjax is importable
 # The config checks import TensorFlow (through the configs).
-from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position
+from mimjax import tf_env  # pylint: disable=unused-import
 
-from mimjax import errors  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mimjax import errors  # pylint: disable=g-import-not-at-top
+
+# The checkout this package sits in: what the launchers ship (`git archive`) and run from.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRAINER = ("-m", "mimjax.main")
 SHIPPED = "launch"  # WORKDIR/launch/: the shipped code, its sha and uncommitted diff

@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 
-import common
+from mimjax.launch import common
 
 
 def _parser():
@@ -83,5 +83,5 @@ def launch(argv: list[str]) -> int:
   return common.run_workers(cmds, [dict(os.environ, **env) for env in envs])
 
 
-if __name__ == "__main__":
+def main():
   common.main("launch/local.py", launch)

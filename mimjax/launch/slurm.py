@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 
-import common
+from mimjax.launch import common
 
 
 def _parser():
@@ -129,5 +129,5 @@ def launch(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def main():
   common.main("launch/slurm.py", launch)

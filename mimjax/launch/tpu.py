@@ -22,9 +22,8 @@ import sys
 import tempfile
 import time
 
-import common
-
-from mimjax import workdir_lock  # pylint: disable=g-import-not-at-top,wrong-import-order
+from mimjax import workdir_lock
+from mimjax.launch import common
 
 # Family -> (TensorCores per chip as the name counts them, chips per host, runtime version).
 # v4/v5p names count TensorCores (2 per chip; JAX sees one device per chip); v5e/v6e count chips.
@@ -315,5 +314,5 @@ def finish(tpu: Slice, code: int) -> int:
   return code
 
 
-if __name__ == "__main__":
+def main():
   common.main("launch/tpu.py", launch)

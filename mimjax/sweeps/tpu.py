@@ -1,4 +1,4 @@
-"""The TPU target: every trial in turn on one Cloud TPU VM slice, through launch/tpu.py's parts.
+"""The TPU target: every trial in turn on one Cloud TPU VM slice, through mimjax.launch.tpu's parts.
 
 The slice is created once, this checkout shipped (recorded in ROOT/launch/) and installed once;
 each trial's trainer then runs on all the slice's hosts exactly as `launch/tpu.py` runs one
@@ -7,17 +7,15 @@ resumed); after the last trial the slice is deleted unless `keep`. The root is o
 workers write there and this machine reads the trials' progress from there.
 """
 import dataclasses
-import importlib.util
 import os
-import sys
 
+from mimjax.launch import common
+from mimjax.launch import tpu as tpu_launch
 from mimjax.sweeps import manifest as manifest_lib
 from mimjax.sweeps import progress
 from mimjax.sweeps import trials as trials_lib
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LAUNCHER = os.path.join(CHECKOUT, "launch", "tpu.py")
-_MODULE = "mimjax_launch_tpu"
+CHECKOUT = common.ROOT  # what the slice gets: config files must be inside it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,32 +39,15 @@ class Options:
             self.accelerator_type, *switches]
 
 
-def launcher():
-  """launch/tpu.py as a module; the TPU target ships this checkout, so it runs from one."""
-  if _MODULE in sys.modules:
-    return sys.modules[_MODULE]
-  if not os.path.isfile(LAUNCHER):
-    raise trials_lib.SweepError(f"--target=tpu ships a mimjax checkout to the slice, and "
-                                f"{LAUNCHER} is not there: run the sweep from a checkout")
-  directory = os.path.dirname(LAUNCHER)
-  if directory not in sys.path:
-    sys.path.append(directory)  # its `import common`
-  spec = importlib.util.spec_from_file_location(_MODULE, LAUNCHER)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[_MODULE] = module
-  spec.loader.exec_module(module)
-  return module
-
-
 class Target:
   """One slice for the whole sweep."""
 
   def __init__(self, options: Options, root: str):
-    self.launch = launcher()
+    self.launch = tpu_launch
     self.args = self.launch.parser().parse_args(options.argv())
     self.slice = self.launch.Slice(self.args)
     self.root = root
-    self.launch.common.check_shared_workdir(root, "TPU slice", flag="--root")
+    common.check_shared_workdir(root, "TPU slice", flag="--root")
 
   @property
   def num_processes(self) -> int:
@@ -89,19 +70,19 @@ class Target:
     """The root takes a write, and each trial still to run fits in the chips' memory
     (mimjax.compile, unless skip_compile_check); else a UserError, before the slice exists."""
     self.launch.require_gcloud()
-    self.launch.common.check_checkout()
-    self.launch.common.check_workdir(self.root)
+    common.check_checkout()
+    common.check_workdir(self.root)
     labels = {t.name: t.label() for t in trials}
     for name, trainer_args in jobs:
       try:
         self.launch.check_fits(self.launch.compile_check(self.args, trainer_args),
                                f"{self.slice.label} for {labels[name]}")
-      except self.launch.common.LaunchError as e:
+      except common.LaunchError as e:
         raise trials_lib.SweepError(str(e)) from None
 
   def plan(self, jobs: list[tuple[str, list[str]]]) -> list[str]:
     """What --dry_run prints: the memory checks, then the gcloud commands, in order."""
-    show = self.launch.common.show
+    show = common.show
     checks = [self.launch.compile_check(self.args, args) for _, args in jobs]
     commands = [c for c in checks if c] + self.launch.plan(
         self.slice, [(args, manifest_lib.workdir(self.root, name)) for name, args in jobs])

@@ -3,7 +3,6 @@
 The stand-ins (tests/launch/bin/) carry out what they are asked with local processes and the
 environment the real ones give; the trainers they start are the real ones.
 """
-import importlib.util
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ import pytest
 
 from mimjax import checkpoint
 from mimjax import topology
+from mimjax.launch import tpu
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
 from tests.launch import launch_utils as lu
@@ -44,16 +44,6 @@ def _env(devices: int = 1) -> dict:
 def _run(args, timeout=120) -> subprocess.CompletedProcess:
   return subprocess.run(args, env=_env(), cwd=tu.ROOT, capture_output=True, text=True,
                         timeout=timeout)
-
-
-def _import(target: str):
-  """launch/TARGET.py as a module (in-process checks of bad input)."""
-  sys.path.insert(0, os.path.join(tu.ROOT, "launch"))
-  spec = importlib.util.spec_from_file_location(f"launch_{target}",
-                                                os.path.join(tu.ROOT, "launch", f"{target}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,16 +154,16 @@ def test_a_missing_sbatch_or_gcloud_is_one_line_and_dry_run_needs_neither(tmp_pa
   env = _bare_path_env("sbatch", "gcloud")
   slurm = lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--", "--config",
                                   "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
-  tpu = lu.launcher("tpu") + ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
-                              "--skip_compile_check", "--", *L16]
+  tpu_cmd = lu.launcher("tpu") + ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
+                                  "--skip_compile_check", "--", *L16]
   run = lambda argv: subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True,
                                     timeout=60)
   line = _one_error_line(run(slurm), "launch/slurm.py")
   assert "sbatch is not installed here (not on PATH): run this on a SLURM login node" in line
-  line = _one_error_line(run(tpu), "launch/tpu.py")
+  line = _one_error_line(run(tpu_cmd), "launch/tpu.py")
   assert "gcloud is not installed here (not on PATH): install the Google Cloud SDK" in line
   assert not (tmp_path / "run").exists()
-  for argv in (slurm, tpu):  # --dry_run only prints: offline, neither tool needed
+  for argv in (slurm, tpu_cmd):  # --dry_run only prints: offline, neither tool needed
     dry = run(argv[:2] + ["--dry_run"] + argv[2:])
     assert dry.returncode == 0 and "Traceback" not in dry.stderr, dry.stderr
   assert "#SBATCH --nodes=1" in run(slurm[:2] + ["--dry_run"] + slurm[2:]).stdout
@@ -191,7 +181,9 @@ def test_verbose_adds_the_traceback_of_a_launchers_expected_error(tmp_path):
 
 def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
   """The launchers ship the code with git archive: a copy that is no checkout says so."""
-  shutil.copytree(os.path.join(tu.ROOT, "launch"), tmp_path / "launch")
+  for part in ("launch", "mimjax"):
+    shutil.copytree(os.path.join(tu.ROOT, part), tmp_path / part,
+                    ignore=shutil.ignore_patterns("__pycache__"))
   out = _run([sys.executable, str(tmp_path / "launch" / "local.py"), "--", "--config",
               "configs/mae.py:demo", "--workdir", str(tmp_path / "run")])
   line = _one_error_line(out, "launch/local.py")
@@ -208,7 +200,6 @@ def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
 ])
 def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, accelerator, trainer,
                                                              message):
-  tpu = _import("tpu")
   argv = ["--name", "t", "--zone", "z", "--accelerator_type", accelerator, "--skip_compile_check",
           "--", f"--config={tu.ROOT}/configs/mae.py:demo", *trainer]
   with pytest.raises(tpu.common.LaunchError, match=message):
@@ -218,7 +209,6 @@ def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, acceler
 
 def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
   """The follower never starts before the log exists, however fast the trainer is."""
-  tpu = _import("tpu")
   args = tpu.parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
                                    "--python", "echo"])
   (tmp_path / "mimjax").mkdir()
