@@ -25,7 +25,7 @@ import threading
 # The config checks import TensorFlow (through the configs).
 from mimjax import tf_env  # pylint: disable=unused-import
 
-from mimjax import errors  # pylint: disable=g-import-not-at-top
+from mimjax import errors
 
 # The checkout this package sits in: what the launchers ship (`git archive`) and run from.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

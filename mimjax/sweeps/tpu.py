@@ -1,4 +1,4 @@
-"""The TPU target: every trial in turn on one Cloud TPU VM slice, through mimjax.launch.tpu's parts.
+"""The TPU target: every trial in turn on one Cloud TPU VM slice, through mimjax.launch.tpu.
 
 The slice is created once, this checkout shipped (recorded in ROOT/launch/) and installed once;
 each trial's trainer then runs on all the slice's hosts exactly as `launch/tpu.py` runs one
@@ -43,9 +43,8 @@ class Target:
   """One slice for the whole sweep."""
 
   def __init__(self, options: Options, root: str):
-    self.launch = tpu_launch
-    self.args = self.launch.parser().parse_args(options.argv())
-    self.slice = self.launch.Slice(self.args)
+    self.args = tpu_launch.parser().parse_args(options.argv())
+    self.slice = tpu_launch.Slice(self.args)
     self.root = root
     common.check_shared_workdir(root, "TPU slice", flag="--root")
 
@@ -69,13 +68,13 @@ class Target:
   def check(self, trials: list[trials_lib.Trial], jobs: list[tuple[str, list[str]]]):
     """The root takes a write, and each trial still to run fits in the chips' memory
     (mimjax.compile, unless skip_compile_check); else a UserError, before the slice exists."""
-    self.launch.require_gcloud()
+    tpu_launch.require_gcloud()
     common.check_checkout()
     common.check_workdir(self.root)
     labels = {t.name: t.label() for t in trials}
     for name, trainer_args in jobs:
       try:
-        self.launch.check_fits(self.launch.compile_check(self.args, trainer_args),
+        tpu_launch.check_fits(tpu_launch.compile_check(self.args, trainer_args),
                                f"{self.slice.label} for {labels[name]}")
       except common.LaunchError as e:
         raise trials_lib.SweepError(str(e)) from None
@@ -83,8 +82,8 @@ class Target:
   def plan(self, jobs: list[tuple[str, list[str]]]) -> list[str]:
     """What --dry_run prints: the memory checks, then the gcloud commands, in order."""
     show = common.show
-    checks = [self.launch.compile_check(self.args, args) for _, args in jobs]
-    commands = [c for c in checks if c] + self.launch.plan(
+    checks = [tpu_launch.compile_check(self.args, args) for _, args in jobs]
+    commands = [c for c in checks if c] + tpu_launch.plan(
         self.slice, [(args, manifest_lib.workdir(self.root, name)) for name, args in jobs])
     return [f"# {self.slice.label}; code: git archive of this checkout, recorded in "
             f"{self.root}/launch/", *[show(c) for c in commands]]
@@ -95,19 +94,19 @@ class Target:
     A trial that fails is marked so and the next one runs; Ctrl-C stops the trainers (they save)
     and ends the sweep.
     """
-    archive = self.launch.ship(self.slice, self.root)
+    archive = tpu_launch.ship(self.slice, self.root)
     code = 0
     try:
       for name, trainer_args in jobs:
         print(f"=== {name}: {' '.join(trainer_args)}", flush=True)
         # The launcher's pid: the trial counts as running while this command lives.
         progress.mark(self.root, name, progress.RUNNING, pid=os.getpid())
-        code = self.launch.run(self.slice, archive, trainer_args,
+        code = tpu_launch.run(self.slice, archive, trainer_args,
                                manifest_lib.workdir(self.root, name))
         progress.mark(self.root, name, progress.DONE if code == 0 else progress.FAILED, code)
         print(f"=== {name}: {'finished' if code == 0 else f'exit status {code}'}", flush=True)
         if code == 130:  # interrupted
           break
     finally:
-      self.launch.finish(self.slice, code)
+      tpu_launch.finish(self.slice, code)
 
