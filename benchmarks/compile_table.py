@@ -41,17 +41,20 @@ def run_one(method, variant, topology, overrides, extra):
 
 
 def table(rows) -> str:
-  out = ["| method | variant | slice | fits | mesh / remat | memory per chip (GiB) | GFLOP per image |",
-         "|---|---|---|---|---|---|---|"]
+  out = ["| method | variant | slice | fits | mesh / remat | memory per chip (GiB) "
+         "| GFLOP per image: model | XLA's program |",
+         "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     mesh = f"fsdp={r['mesh']['fsdp']}" + (", remat" if r["remat"] else "")
     flops = f"{r['flops_per_example'] / 1e9:.0f}" if "flops_per_example" in r else "-"
+    xla = (f"{r['xla_flops_per_device_step'] * r['num_devices'] / r['batch_size'] / 1e9:.0f}"
+           if r.get("xla_flops_per_device_step") else "-")
     memory = r["peak_memory_bytes_per_device"] / 2 ** 30
     memory = f"{memory:.1f} of {r['hbm_bytes_per_device'] / 2 ** 30:g}"
     if not r["compiled"]:
       memory = f">= {memory}"
     out.append(f"| {r['method'].upper()} | {r['variant']} | {r['topology'].split()[-1].strip('()')}"
-               f" | {'yes' if r['fits'] else 'no'} | {mesh} | {memory} | {flops} |")
+               f" | {'yes' if r['fits'] else 'no'} | {mesh} | {memory} | {flops} | {xla} |")
   return "\n".join(out)
 
 

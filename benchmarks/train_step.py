@@ -3,14 +3,18 @@ r"""Train-step throughput and MFU, mimjax against a PyTorch reference, in one ru
   python benchmarks/train_step.py --config configs/mae.py:variant=B/16 \
       --config.input.batch_size=256 --config.model.dtype=bfloat16 --steps 20
 
-JAX side: the trainer's own step (train.build_step: model, shardings, donation) on synthetic
+JAX side: the trainer's own step (step.build_step: model, shardings, donation) on synthetic
 uint8 batches already on the devices (the input pipeline is data_throughput.py's business);
-FLOPs from XLA's cost analysis of the compiled step. PyTorch side (MAE only, `--torch`):
+the model FLOPs that MFU counts (step.model_flops), the same figure the trainer logs MFU with.
+`--profile_dir DIR` writes a jax.profiler trace of the timed steps there (TensorBoard's profile
+plugin or Perfetto read it). Needs jax, flax, optax and ml_collections only (no TensorFlow, no
+input pipeline), so it runs on a bare accelerator host. PyTorch side (MAE only, `--torch`):
 Hugging Face `ViTMAEForPreTraining` with the same model and batch, `torch.compile`, AdamW
 (fused on CUDA), bf16 autocast when the config computes in bfloat16. Both report images/s and,
 where the device's peak is known (mimjax/flops.py), MFU; the PyTorch MFU uses the same FLOPs per
 image, since it is the same model. Figures are printed, never asserted.
 """
+import contextlib
 import time
 
 from absl import app
@@ -24,13 +28,14 @@ from mimjax import flops as flops_lib
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
-from mimjax import train
+from mimjax import step as step_lib
 
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.")
 flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up steps).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, caches).")
 flags.DEFINE_bool("torch", True, "Also time the PyTorch reference (MAE configs).")
 flags.DEFINE_bool("torch_compile", True, "torch.compile the reference.")
+flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of the timed steps here.")
 FLAGS = flags.FLAGS
 
 
@@ -45,23 +50,26 @@ def time_jax(config):
   config_lib.validate(config, jax.process_count(), jax.device_count(), check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   total_steps = 1000
-  built = train.build_step(config, mesh, optim.schedule(1e-4, 10, total_steps), total_steps)
+  built = step_lib.build_step(config, mesh, optim.schedule(1e-4, 10, total_steps), total_steps)
   state = jax.jit(built.init, out_shardings=built.shardings)(jax.random.key(0))
-  spec = train.abstract_batch(config, built.batch_sharding)
+  spec = step_lib.abstract_batch(config, built.batch_sharding)
   batch = {k: jax.device_put(jax.random.randint(jax.random.key(i), s.shape, 0, 256)
                              .astype(jnp.uint8), built.batch_sharding)
            for i, (k, s) in enumerate(spec.items())}
-  compiled = built.step_fn.lower(state, batch).compile()
-  per_device = flops_lib.step_flops(compiled, config.optim.accum_steps)
   for _ in range(FLAGS.warmup):
-    state, metrics = compiled(state, batch)
+    state, metrics = built.step_fn(state, batch)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready(metrics)
-  seconds = (time.perf_counter() - start) / FLAGS.steps
-  flops_per_image = per_device * jax.device_count() / config.input.batch_size if per_device else None
+  profiling = contextlib.nullcontext()
+  if FLAGS.profile_dir:
+    profiling = jax.profiler.trace(FLAGS.profile_dir)
+  with profiling:
+    start = time.perf_counter()
+    for _ in range(FLAGS.steps):
+      state, metrics = built.step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    seconds = (time.perf_counter() - start) / FLAGS.steps
+  step_flops = step_lib.model_flops(config)
+  flops_per_image = step_flops / config.input.batch_size if step_flops else None
   return seconds, flops_per_image
 
 
@@ -117,7 +125,7 @@ def main(argv):
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
   seconds, flops_per_image = time_jax(config)
   jax_rate = batch / seconds
-  gflop = f"{flops_per_image / 1e9:.1f} GFLOP/image (XLA)" if flops_per_image else "FLOPs ?"
+  gflop = f"{flops_per_image / 1e9:.2f} GFLOP/image (model)" if flops_per_image else "FLOPs ?"
   print(f"  mimjax  step {seconds * 1e3:.1f} ms | {jax_rate:.1f} images/s | {gflop} | "
         f"{_mfu_text(jax_rate, flops_per_image, jax.device_count(), peak)}", flush=True)
   if FLAGS.torch and config.method == "mae":

@@ -1,11 +1,10 @@
 """Accelerator peaks and model FLOP/s utilization (MFU).
 
 `chip_spec(device_kind)` gives a chip's dense peak FLOP/s (bfloat16 and float32) and its HBM;
-`step_flops(compiled)` reads the FLOPs of one call from XLA's cost analysis; `StepUtilization`
-turns them into the `tflops_per_device` and `mfu` scalars the trainer logs.
-
-XLA's cost analysis of an SPMD program counts the FLOPs of ONE device's partition, so every
-figure here is per device; a step's global FLOPs are that times the device count.
+`StepUtilization` turns a step's model FLOPs (`step.model_flops`) and the measured steps/s into
+the `tflops_per_device` and `mfu` scalars the trainer logs; `step_flops(compiled)` reads XLA's
+count for one device's compiled program (the hardware's work: recomputation included), which
+mimjax-compile reports beside the model FLOPs.
 """
 import dataclasses
 import re
@@ -63,7 +62,9 @@ def step_flops(compiled, loop_trips: int = 1) -> float | None:
   XLA counts a loop's body once, whatever its trip count: for the train step, whose micro-batch
   loop runs `optim.accum_steps` times, pass that as `loop_trips`. The optimizer update outside
   the loop is then counted that many times too: a few FLOPs per parameter, against thousands per
-  parameter in each micro-step of a real model.
+  parameter in each micro-step of a real model. The loops XLA makes itself (the collective
+  matmuls of fsdp at large sizes) stay counted once, so this reads low there: MFU takes the
+  model's count (`step.model_flops`) instead.
   """
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older JAX versions: one dict per partition
@@ -83,19 +84,21 @@ def step_seconds_at(flops_per_device: float, peak_flops: float, utilization: flo
 
 
 class StepUtilization:
-  """`tflops_per_device` and `mfu` of a compiled train step, from the measured steps/s.
+  """`tflops_per_device` and `mfu` of the train step, from its model FLOPs and the measured steps/s.
 
-  Without a known peak (a CPU, an unlisted accelerator) only `tflops_per_device` is logged, and
-  that is said once; without a FLOP count from XLA nothing is logged.
+  `step_flops` is the whole step's count over the global batch (`step.model_flops`), shared
+  evenly by the devices. Without a known peak (a CPU, an unlisted accelerator) only
+  `tflops_per_device` is logged, and that is said once; without a FLOP count nothing is logged.
   """
 
-  def __init__(self, compiled, device_kind: str, dtype: str, loop_trips: int = 1, log=print):
-    self.flops_per_device = step_flops(compiled, loop_trips)
+  def __init__(self, step_flops: float | None, num_devices: int, device_kind: str, dtype: str,
+               log=print):
+    self.flops_per_device = step_flops / num_devices if step_flops else None
     spec = chip_spec(device_kind)
     self.peak = spec.peak_flops(dtype) if spec else None
     if self.flops_per_device is None:
-      log(f"XLA reports no FLOP count for this step on {device_kind!r}: mfu and "
-          "tflops_per_device are not logged")
+      log("No FLOP count for this step (it is counted on a CPU device: keep cpu in "
+          "JAX_PLATFORMS): mfu and tflops_per_device are not logged")
     elif self.peak is None:
       log(f"No peak FLOP/s known for device kind {device_kind!r} (see mimjax/flops.py): "
           "logging tflops_per_device, not mfu")

@@ -6,17 +6,13 @@ workdir's latest checkpoint when there is one, else starts from `config.init_fro
 scratch; a resumed run continues exactly where the interrupted one was.
 """
 import contextlib
-import functools
 import signal
-from typing import Callable, NamedTuple
 
-import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from mimjax import checkpoint
 from mimjax import config_lib
@@ -29,7 +25,7 @@ from mimjax import metric_files
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import sharding
-from mimjax import state as state_lib
+from mimjax import step as step_lib
 from mimjax import storage
 from mimjax import workdir_lock
 from mimjax.models import masking
@@ -38,100 +34,6 @@ from mimjax.models import vit
 
 class NonFiniteLossError(errors.UserError, RuntimeError):
   """The loss became NaN or infinite; the state before that step is what was last saved."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The train step: pure, all randomness from fold_in(seed, step).
-# ---------------------------------------------------------------------------------------------
-def make_train_step(config, model, tx, lr_schedule, total_steps: int):
-  method = methods.get(config.method)
-  accum = config.optim.accum_steps
-  seed_key = jax.random.key(config.seed)
-  image_size = config.input.image_size
-
-  def split(x):
-    # Micro-batch a takes rows a, a+accum, ...: every device holds a share of every micro-batch.
-    return x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1)
-
-  def step_fn(state, batch):
-    step = state["step"]
-    step_key = jax.random.fold_in(seed_key, step)
-    batch_size = next(iter(batch.values())).shape[0]
-    per_example = method.example_randomness(config, step_key, batch_size, image_size)
-    grad_fn = jax.value_and_grad(functools.partial(method.loss, config, model), has_aux=True)
-
-    def micro_step(carry, micro):
-      grads_sum, loss_sum, carried = carry
-      inputs, micro_randomness, index = micro
-      # The method's own draws (dropout, mixup) from a key of this step and micro-batch.
-      rng = jax.random.fold_in(jax.random.fold_in(step_key, 1 << 20), index)
-      (loss, (aux, carried)), grads = grad_fn(state["params"], dict(state, **carried), inputs,
-                                              micro_randomness, rng)
-      grads_sum = jax.tree_util.tree_map(jnp.add, grads_sum, grads)
-      return (grads_sum, loss_sum + loss, carried), aux
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, state["params"])
-    carry = (zeros, 0.0, {k: state[k] for k in method.carried_state})
-    micro_batches = (jax.tree_util.tree_map(split, batch),
-                     jax.tree_util.tree_map(split, per_example), jnp.arange(accum))
-    (grads, loss, carried), aux = jax.lax.scan(micro_step, carry, micro_batches)
-    grads = jax.tree_util.tree_map(lambda g: g / accum, grads)
-    loss, aux = loss / accum, {k: jnp.mean(v) for k, v in aux.items()}
-
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    new = dict(state, params=params, opt_state=opt_state, **carried)
-    new, method_metrics = method.after_update(config, new, step, total_steps)
-    grad_norm = optax.global_norm(grads)
-    metrics = dict(loss=loss, lr=lr_schedule(step), grad_norm=grad_norm, **aux, **method_metrics)
-
-    # A non-finite loss or gradient freezes the state (no update from then on) and records the
-    # step; the host stops the run before it could save such a state.
-    healthy = (state["nonfinite_at"] < 0) & jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new = jax.tree_util.tree_map(lambda n, o: jnp.where(healthy, n, o), new, state)
-    new["step"] = step + 1
-    first_bad = jnp.where(state["nonfinite_at"] < 0, step, state["nonfinite_at"])
-    new["nonfinite_at"] = jnp.where(healthy, state["nonfinite_at"], first_bad)
-    return new, metrics
-
-  return step_fn
-
-
-# ---------------------------------------------------------------------------------------------
-# The model, abstract state, shardings and jitted step on a mesh: what the trainer runs and what
-# mimjax-compile compiles ahead of time, built in one place so that the two cannot drift apart.
-# ---------------------------------------------------------------------------------------------
-class StepSetup(NamedTuple):
-  model: nn.Module
-  tx: optax.GradientTransformation
-  init: Callable  # rng -> train state
-  abstract: dict  # the train state as ShapeDtypeStructs
-  shardings: dict  # a NamedSharding per leaf of the state
-  batch_sharding: jax.sharding.NamedSharding
-  step_fn: Callable  # jitted (state, batch) -> (state, metrics); donates the state
-
-
-def build_step(config, mesh, lr_schedule, total_steps: int) -> StepSetup:
-  """The train step of `config` jitted for `mesh`, with the state's abstract shape and shardings."""
-  model = state_lib.build_model(config)
-  tx = optim.make(config, lr_schedule)
-  init = state_lib.init_fn(config, model, tx)
-  abstract = jax.eval_shape(init, jax.random.key(config.seed))
-  shardings = sharding.state_shardings(mesh, abstract, config.mesh.fsdp_min_size)
-  batch_sharding = sharding.batch_sharding(mesh)
-  step_fn = jax.jit(make_train_step(config, model, tx, lr_schedule, total_steps),
-                    in_shardings=(shardings, batch_sharding),
-                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-  return StepSetup(model, tx, init, abstract, shardings, batch_sharding, step_fn)
-
-
-def abstract_batch(config, batch_sharding) -> dict:
-  """The global batch the step takes, as ShapeDtypeStructs: uint8 images (one per view), int32
-  labels."""
-  size, batch = config.input.image_size, config.input.batch_size
-  image = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8, sharding=batch_sharding)
-  label = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
-  return {k: label if k == "label" else image for k in methods.get(config.method).batch_keys}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +148,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                                warmup_steps, total_steps, config.optim.min_lr)
 
   # Model and state, abstract first: nothing is materialized unsharded.
-  built = build_step(config, mesh, lr_schedule, total_steps)
+  built = step_lib.build_step(config, mesh, lr_schedule, total_steps)
   model, abstract, shardings = built.model, built.abstract, built.shardings
   ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints)
   # Whatever raises from here on (a refused restore, the input pipeline, an evaluator, the loop)
@@ -255,13 +157,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     cleanup.callback(ckpt.close)
     state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
     start_step = int(state["step"])
+    step_flops = step_lib.model_flops(config)
     if is_main:
       n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
-      print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters, "
-            f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
+      per_image = f", {step_flops / batch_size / 1e9:.1f} GFLOP per image" if step_flops else ""
+      print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters"
+            f"{per_image}, {total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
             f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
-
-    compiled_step, utilization = None, None  # compiled on the first batch
+    utilization = flops.StepUtilization(step_flops, jax.device_count(),
+                                        jax.devices()[0].device_kind, config.model.dtype,
+                                        log=print if is_main else (lambda message: None))
     visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
                  if method.image_key else None)
     batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
@@ -289,12 +194,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
 
     for step in range(start_step, total_steps):
       batch = next(batches)
-      if compiled_step is None:  # compiled explicitly: its cost analysis gives the FLOPs for MFU
-        compiled_step = built.step_fn.lower(state, batch).compile()
-        utilization = flops.StepUtilization(compiled_step, jax.devices()[0].device_kind,
-                                            config.model.dtype, config.optim.accum_steps,
-                                            log=print if is_main else (lambda message: None))
-      state, step_metrics = compiled_step(state, batch)
+      state, step_metrics = built.step_fn(state, batch)
       done = step + 1
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)

@@ -18,6 +18,7 @@ import pytest
 from mimjax import evals
 from mimjax import sharding
 from mimjax import state as state_lib
+from mimjax import step as step_lib
 from mimjax import train
 from tests import trainer_utils as tu
 
@@ -54,7 +55,7 @@ def encoders(tmp_path_factory):
   config = pretraining_config(steps=1200)
   state = train.train(config, str(tmp_path_factory.mktemp("learn") / "mae"))
   mesh = sharding.make_mesh(-1, 1)
-  init = train.build_step(config, mesh, lambda step: 0.0, config.total_steps).init
+  init = step_lib.build_step(config, mesh, lambda step: 0.0, config.total_steps).init
   random = [jax.jit(init)(jax.random.key(seed))["params"] for seed in RANDOM_SEEDS]
   return config, state_lib.build_model(config), mesh, state["params"], random
 

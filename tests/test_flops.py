@@ -1,4 +1,5 @@
-"""Peak FLOP/s table and MFU arithmetic, checked by hand; the trainer logs tflops_per_device."""
+"""Peak FLOP/s table and MFU arithmetic, checked by hand; the model FLOPs MFU counts; the trainer
+logs tflops_per_device."""
 import json
 import os
 
@@ -10,6 +11,7 @@ from mimjax import checkpoint
 from mimjax import flops
 from mimjax import optim
 from mimjax import sharding
+from mimjax import step as step_lib
 from mimjax import train
 from tests import trainer_utils as tu
 
@@ -46,10 +48,11 @@ def test_unknown_kinds_have_no_peak():
   assert flops.chip_spec("cpu") is None and flops.chip_spec("NVIDIA GeForce GTX 1080") is None
 
 
-def test_mfu_by_hand(matmul):
-  # 524,288 FLOPs a step at 1e6 steps/s is 0.524288 TFLOP/s; of a v5e's 197 TFLOP/s, 0.266%.
+def test_mfu_by_hand():
+  # A step of 2,097,152 FLOPs on 4 devices is 524,288 per device; at 1e6 steps/s that is
+  # 0.524288 TFLOP/s per device, of a v5e's 197 TFLOP/s 0.266%.
   said = []
-  util = flops.StepUtilization(matmul, "TPU v5 lite", "bfloat16", log=said.append)
+  util = flops.StepUtilization(4 * 524288, 4, "TPU v5 lite", "bfloat16", log=said.append)
   assert not said
   out = util.scalars(steps_per_sec=1e6)
   assert out["tflops_per_device"] == pytest.approx(0.524288)
@@ -61,43 +64,68 @@ def test_mfu_by_hand(matmul):
   assert flops.mfu(per_device, 0.027626, 989e12) == pytest.approx(0.55, rel=1e-4)
 
 
-def test_unknown_peak_logs_tflops_only_and_says_so_once(matmul):
+def test_unknown_peak_logs_tflops_only_and_says_so_once():
   said = []
-  util = flops.StepUtilization(matmul, "cpu", "float32", log=said.append)
+  util = flops.StepUtilization(524288, 1, "cpu", "float32", log=said.append)
   assert len(said) == 1 and "'cpu'" in said[0] and "not mfu" in said[0]
   assert util.scalars(2.0) == {"tflops_per_device": pytest.approx(2 * 524288 / 1e12)}
   assert len(said) == 1
 
 
-def _step_flops(config):
-  built = train.build_step(config, sharding.make_mesh(1, 1), optim.schedule(1.0, 1, 4), 4)
+def test_no_count_logs_nothing_and_says_why():
+  said = []
+  util = flops.StepUtilization(None, 8, "TPU v4", "bfloat16", log=said.append)
+  assert len(said) == 1 and "JAX_PLATFORMS" in said[0]
+  assert util.scalars(2.0) == {}
+
+
+def _xla_step_flops(config):
+  """XLA's count for the compiled step on one device (its micro-batch loop scaled by its trips)."""
+  built = step_lib.build_step(config, sharding.make_mesh(1, 1), optim.schedule(1.0, 1, 4), 4)
   compiled = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
-                                 train.abstract_batch(config, built.batch_sharding)).compile()
+                                 step_lib.abstract_batch(config, built.batch_sharding)).compile()
   return flops.step_flops(compiled, config.optim.accum_steps)
 
 
+# Width 192 on 64 px: matmuls dominate the FLOPs, as in a real model.
+MATMUL_BOUND = {"model.variant": "W192-D2-H3/8", "input.image_size": 64,
+                "model.decoder_width": 128, "model.decoder_depth": 1, "model.decoder_heads": 4}
+
+
 @pytest.fixture(scope="module")
-def tiny_step_flops():
-  return _step_flops(tu.tiny_config("mae"))
+def model_flops():
+  return step_lib.model_flops(tu.tiny_config("mae", **MATMUL_BOUND))
 
 
-def test_trainer_logs_tflops_per_device(tmp_path, tiny_step_flops):
+def test_model_flops_are_xlas_count_of_the_plain_step(model_flops):
+  # On one device, with one micro-batch and no remat, the compiled program does the model's
+  # arithmetic: XLA's count of it agrees (fusion changes a few element-wise ops).
+  assert model_flops == pytest.approx(_xla_step_flops(tu.tiny_config("mae", **MATMUL_BOUND)),
+                                      rel=0.03)
+
+
+@pytest.mark.parametrize("override", [
+    {"optim.accum_steps": 4}, {"model.remat": True}, {"model.attention_impl": "cudnn"},
+    {"mesh.fsdp": 2, "mesh.data": 4}])
+def test_model_flops_do_not_depend_on_how_the_step_runs(model_flops, override):
+  config = tu.tiny_config("mae", **MATMUL_BOUND, **override)
+  assert step_lib.model_flops(config) == model_flops
+
+
+def test_remat_is_hardware_work_not_model_work(model_flops):
+  # Recomputing each block's forward pass costs XLA's program about a third more (forward
+  # 2 of the 6 FLOPs per parameter and token); MFU does not count it.
+  remat = _xla_step_flops(tu.tiny_config("mae", **MATMUL_BOUND, **{"model.remat": True}))
+  assert 1.15 * model_flops < remat < 1.4 * model_flops
+
+
+def test_trainer_logs_tflops_per_device(tmp_path):
   config = tu.tiny_config("mae", total_steps=2)
   train.train(config, str(tmp_path))
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
-  # The same step compiled here (only the schedule's length differs) has the FLOPs the trainer
-  # multiplies by its steps/s.
-  per_step = tiny_step_flops
+  per_step = step_lib.model_flops(config)
   assert per_step > 0
   for r in rows:
     assert "mfu" not in r  # no peak known for a CPU
     steps_per_sec = r["images_per_sec"] / config.input.batch_size
     assert r["tflops_per_device"] == pytest.approx(per_step * steps_per_sec / 1e12, rel=1e-3)
-
-
-def test_micro_batches_do_not_change_the_step_flops(tiny_step_flops):
-  # XLA counts the micro-batch loop's body once; scaled by its trips, 4 micro-batches of 2 are
-  # the work of one batch of 8 (plus the optimizer update counted 4 times: 8% of this tiny model).
-  one = tiny_step_flops
-  four = _step_flops(tu.tiny_config("mae", **{"optim.accum_steps": 4}))
-  assert one <= four <= 1.3 * one

@@ -8,7 +8,7 @@ import pytest
 
 from mimjax import optim
 from mimjax import state as state_lib
-from mimjax import train
+from mimjax import step as step_lib
 from mimjax.export import timm_vit
 from mimjax.models import lut as lut_model
 from mimjax.models import masking
@@ -55,7 +55,7 @@ def test_lut_step_updates_batchnorm_per_micro_batch():
   for a in range(4):  # micro-batch a holds rows a, a + 4
     expected = student({"params": state["params"], "batch_stats": expected},
                        batch["view1"][a::4], batch["view2"][a::4], noise[a::4])
-  step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(1e-3), 4))
+  step = jax.jit(step_lib.make_train_step(c, model, tx, optax.constant_schedule(1e-3), 4))
   new_state, _ = step(state, batch)
   # Successive micro-batches move the statistics by ~0.1: 1e-4 tells them apart.
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4),
@@ -188,7 +188,7 @@ def test_finetune_step_trains_the_position_embedding():
   rng = np.random.default_rng(1)
   batch = {"image": rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8),
            "label": rng.integers(0, 20, (8,)).astype(np.int32)}
-  step = jax.jit(train.make_train_step(c, model, tx, optax.constant_schedule(lr), 10))
+  step = jax.jit(step_lib.make_train_step(c, model, tx, optax.constant_schedule(lr), 10))
   new_state, _ = step(grafted, batch)
   moved = np.abs(np.asarray(new_state["params"]["encoder"]["pos_embed"]) - table)
   scale = c.optim.layer_decay ** 3  # layer 0 of a 2-block encoder

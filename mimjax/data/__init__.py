@@ -5,33 +5,43 @@
   sources.py   folders and prepared tfds datasets; the deterministic example order per shard
   augment.py   MAE / LUT / eval augmentations as stateless tf ops
   pipeline.py  decode + augment + batch on the host (numpy batches, no JAX)
-  device.py    global jax.Arrays from per-process batches; normalize on device
+  device.py    global jax.Arrays from per-process batches
+  pixels.py    the on-device normalization (inside the jitted step)
+  mixup.py     mixup / cutmix / random erasing, on the device
+  tf_host.py   TensorFlow as the host pipelines use it (never on an accelerator)
 
 Typical use (the trainer):
   data.validate_config(cfg, method='mae', num_processes=..., num_devices=...)
   it = data.make_train_iterator(cfg, 'mae', seed=0, start_step=step, mesh=mesh)
   images = data.normalize(next(it)['image'])  # inside the jitted step
+
+Each name below is imported on first use, so TensorFlow loads only when a host pipeline is
+built: the configs, the models and the train step work on a machine without TensorFlow (an
+accelerator host that only benchmarks or compiles the step).
 """
-import tensorflow as tf
+import importlib
 
-# TF is only the host-side input pipeline: keep it off any accelerator JAX uses.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-except (RuntimeError, ValueError):  # already initialized, or no such device type
-  pass
+_HOMES = {
+    'config': ('CorruptImageError', 'DataConfigError', 'make_default_config'),
+    'pixels': ('MEAN_RGB', 'STD_RGB', 'denormalize', 'normalize'),
+    'device': ('GlobalBatchIterator', 'make_eval_iterator', 'make_train_iterator'),
+    'pipeline': ('HostIterator', 'make_host_eval_iterator', 'make_host_iterator', 'num_examples',
+                 'validate_config'),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+_RENAMED = {'build_offline_photos': ('offline', 'build')}
+_SUBMODULES = ('augment', 'config', 'device', 'digits', 'mixup', 'offline', 'pipeline', 'pixels',
+               'randaugment', 'sources', 'tf_host')
 
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from mimjax.data.config import (CorruptImageError, DataConfigError, make_default_config)
-from mimjax.data.device import (MEAN_RGB, STD_RGB, GlobalBatchIterator, denormalize,
-                                make_eval_iterator, make_train_iterator, normalize)
-from mimjax.data.offline import build as build_offline_photos
-from mimjax.data.pipeline import (HostIterator, make_host_eval_iterator, make_host_iterator,
-                                  num_examples, validate_config)
+__all__ = sorted([*_HOME_OF, *_RENAMED])
 
-__all__ = [
-    'CorruptImageError', 'DataConfigError', 'GlobalBatchIterator', 'HostIterator', 'MEAN_RGB',
-    'STD_RGB', 'build_offline_photos', 'denormalize', 'make_default_config',
-    'make_eval_iterator', 'make_host_eval_iterator', 'make_host_iterator', 'make_train_iterator',
-    'normalize', 'num_examples', 'validate_config',
-]
+
+def __getattr__(name):
+  if name in _HOME_OF:
+    return getattr(importlib.import_module(f'{__name__}.{_HOME_OF[name]}'), name)
+  if name in _RENAMED:
+    module, attribute = _RENAMED[name]
+    return getattr(importlib.import_module(f'{__name__}.{module}'), attribute)
+  if name in _SUBMODULES:
+    return importlib.import_module(f'{__name__}.{name}')
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

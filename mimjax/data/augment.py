@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+from mimjax.data.tf_host import tf
 
 MAE_SCALE = (0.2, 1.0)
 CLASSIFY_SCALE = (0.08, 1.0)  # timm / torchvision's default, used by fine-tuning

@@ -1,6 +1,8 @@
-"""From per-process numpy batches to global jax.Arrays, and the on-device normalization.
+"""From per-process numpy batches to global jax.Arrays.
 
-Images cross to the devices as uint8 (4x fewer bytes than float32) and are normalized there.
+Images cross to the devices as uint8 (4x fewer bytes than float32) and are normalized there
+(pixels.py).
+
 Each process's host pipeline reads exactly the rows of the global batch that its devices hold
 under NamedSharding(mesh, P(batch_axes)): they are worked out from the sharding, then assembled
 with jax.make_array_from_process_local_data.
@@ -12,26 +14,11 @@ import math
 from typing import Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 
 from mimjax import sharding as sharding_lib
 from mimjax.data import pipeline
 from mimjax.data.config import DataConfigError
-
-MEAN_RGB = (0.485, 0.456, 0.406)  # ImageNet, on the 0-1 scale
-STD_RGB = (0.229, 0.224, 0.225)
-
-
-def normalize(images: jax.Array) -> jax.Array:
-  """uint8 (..., 3) images -> float32 (x / 255 - mean) / std; jit-friendly."""
-  x = images.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(MEAN_RGB, jnp.float32)) / jnp.asarray(STD_RGB, jnp.float32)
-
-
-def denormalize(x: jax.Array) -> jax.Array:
-  """The inverse of normalize, on the 0-1 scale (for showing reconstructions)."""
-  return x * jnp.asarray(STD_RGB, jnp.float32) + jnp.asarray(MEAN_RGB, jnp.float32)
 
 
 def process_rows(sharding: NamedSharding, global_batch: int) -> tuple[int, int]:

@@ -20,12 +20,12 @@ import re
 from typing import Callable, Iterator
 
 import numpy as np
-import tensorflow as tf
 
 from mimjax.data import augment
 from mimjax.data import randaugment
 from mimjax.data.config import CorruptImageError, DataConfigError, check_basic, make_default_config
 from mimjax.data.sources import Shard, fold_in, get_source, graph_fn, seed_key
+from mimjax.data.tf_host import tf
 
 SALT_ORDER = 0x0D1
 SALT_AUGMENT = 0xA06

@@ -14,7 +14,7 @@ import functools
 import math
 import re
 
-import tensorflow as tf
+from mimjax.data.tf_host import tf
 
 MAGNITUDE = 9.0
 MAGNITUDE_STD = 0.5

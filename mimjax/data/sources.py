@@ -31,11 +31,11 @@ import re
 from typing import Iterator
 
 import numpy as np
-import tensorflow as tf
 
 from mimjax.data import digits
 from mimjax.data import offline
 from mimjax.data.config import DIGITS, DataConfigError, FOLDER, OFFLINE
+from mimjax.data.tf_host import tf
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 _SLICE = re.compile(r'^(?P<base>[\w-]+)(\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\])?$')

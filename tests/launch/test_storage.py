@@ -16,6 +16,7 @@ from mimjax import checkpoint
 from mimjax import errors
 from mimjax import metric_files
 from mimjax import sharding
+from mimjax import step as step_lib
 from mimjax import storage
 from mimjax import train
 from mimjax import workdir_lock
@@ -140,7 +141,7 @@ def test_storage_outage_at_resume_moves_nothing_and_says_so(gcs):
   config = tu.tiny_config("mae", total_steps=2, ckpt_every_steps=2)
   train.train(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  built = train.build_step(config, sharding.make_mesh(1, 1), lambda s: 0.0, 2)
+  built = step_lib.build_step(config, sharding.make_mesh(1, 1), lambda s: 0.0, 2)
   abstract = checkpoint.abstract_with_shardings(built.abstract, built.shardings)
   gcs.stop()
   try:
