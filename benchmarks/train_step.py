@@ -107,35 +107,44 @@ def time_torch(config):
   start = time.perf_counter()
   for _ in range(FLAGS.steps):
     loss = step(images)
-  float(loss)
+  float(loss.detach())  # waits for the last step
   sync()
-  name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-  return (time.perf_counter() - start) / FLAGS.steps, name
+  seconds = (time.perf_counter() - start) / FLAGS.steps
+  name = (f"{torch.cuda.get_device_name()}, torch {torch.__version__}" if device == "cuda"
+          else f"cpu, torch {torch.__version__}")
+  del model, opt, images, step
+  torch._dynamo.reset()  # pylint: disable=protected-access  (its caches hold the model)
+  if device == "cuda":
+    torch.cuda.empty_cache()
+  return seconds, name
 
 
 def main(argv):
   del argv
   config = FLAGS.config
   batch = config.input.batch_size
+  when = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+  # PyTorch first: JAX takes most of an accelerator's memory when its backend starts, PyTorch
+  # gives its cache back when done.
+  reference = time_torch(config) if FLAGS.torch and config.method == "mae" else None
   kind = jax.devices()[0].device_kind
   spec = flops_lib.chip_spec(kind)
   peak = spec.peak_flops(config.model.dtype) if spec else None
   print(f"{config.method.upper()} {config.model.variant} {config.input.image_size}px, batch {batch}, "
-        f"{config.model.dtype}, {jax.device_count()} x {kind}, "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
+        f"{config.model.dtype}, attention {config.model.attention_impl or 'default'}, "
+        f"{jax.device_count()} x {kind}, {when}, jax {jax.__version__}", flush=True)
   seconds, flops_per_image = time_jax(config)
   jax_rate = batch / seconds
-  gflop = f"{flops_per_image / 1e9:.2f} GFLOP/image (model)" if flops_per_image else "FLOPs ?"
+  gflop = f"{flops_per_image / 1e9:.4g} GFLOP/image (model)" if flops_per_image else "FLOPs ?"
   print(f"  mimjax  step {seconds * 1e3:.1f} ms | {jax_rate:.1f} images/s | {gflop} | "
         f"{_mfu_text(jax_rate, flops_per_image, jax.device_count(), peak)}", flush=True)
-  if FLAGS.torch and config.method == "mae":
-    torch_seconds, name = time_torch(config)
+  if reference is not None:
+    torch_seconds, name = reference
     torch_rate = batch / torch_seconds
-    torch_peak = spec.peak_flops(config.model.dtype) if spec else None
     print(f"  PyTorch step {torch_seconds * 1e3:.1f} ms | {torch_rate:.1f} images/s | "
           f"HF ViTMAEForPreTraining on {name}"
           f"{', torch.compile' if FLAGS.torch_compile else ''} | "
-          f"{_mfu_text(torch_rate, flops_per_image, 1, torch_peak)}")
+          f"{_mfu_text(torch_rate, flops_per_image, 1, peak)}")
     print(f"  ratio mimjax / PyTorch: {jax_rate / torch_rate:.2f}x images/s")
   elif FLAGS.torch:
     print("  (no PyTorch reference for LUT: Hugging Face has no LUT model)")

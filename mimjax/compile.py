@@ -291,7 +291,8 @@ def format_report(r: dict) -> str:
           ("activations and temporaries (XLA)", "temporaries"),
           ("program (XLA)", "generated_code")]
   for label, key in rows:
-    if key in mem and (key != "other_state" or mem[key] > 0):  # LUT's teacher, BN statistics
+    # A row for the teacher and statistics only where there are any (LUT), not a step counter.
+    if key in mem and (key != "other_state" or mem[key] >= 2 ** 20):
       lines.append(f"  {label:<34}{mem[key] / flops_lib.GIB:>8.2f}")
   peak_label = "peak (XLA)" if r.get("compiled") else "peak, at least"
   lines.append(f"  {peak_label:<34}{r['peak_memory_bytes_per_device'] / flops_lib.GIB:>8.2f}"

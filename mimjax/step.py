@@ -123,7 +123,7 @@ def abstract_batch(config, batch_sharding) -> dict:
 _NOMINAL_STEPS = 1000  # the schedules' length changes values, not the arithmetic
 
 
-def model_flops(config) -> float | None:
+def model_flops(config, lowered=None) -> float | None:
   """FLOPs of one optimizer step of `config` over its global batch: the model's arithmetic.
 
   XLA counts them on the step's program before partitioning, lowered for one CPU device with
@@ -133,7 +133,14 @@ def model_flops(config) -> float | None:
   at large sizes are such loops), remat's recomputation (hardware FLOPs, not model FLOPs) and
   nothing inside a fused attention kernel. Only lowers (seconds, nothing is compiled or
   allocated). None when this process has no CPU backend (JAX_PLATFORMS without cpu).
+
+  `lowered`: the step of `config` as the caller lowered it for its devices. When they are CPUs
+  and the step is already the plain one (one micro-batch, no remat), that program is counted
+  (before partitioning its shapes are global): the step is not traced a second time.
   """
+  plain = config.optim.accum_steps == 1 and not config.model.remat
+  if lowered is not None and plain and jax.default_backend() == "cpu":
+    return _counted(lowered)
   try:
     cpu = jax.devices("cpu")[0]
   except RuntimeError:
@@ -146,7 +153,9 @@ def model_flops(config) -> float | None:
   total_steps = config.get("total_steps") or _NOMINAL_STEPS
   built = build_step(counted, sharding.make_mesh(1, 1, [cpu]), optax.constant_schedule(0.0),
                      total_steps)
-  lowered = built.step_fn.lower(built.abstract, abstract_batch(counted, built.batch_sharding))
-  cost = lowered.cost_analysis() or {}
-  flops = float(cost.get("flops", 0.0))
+  return _counted(built.step_fn.lower(built.abstract, abstract_batch(counted, built.batch_sharding)))
+
+
+def _counted(lowered) -> float | None:
+  flops = float((lowered.cost_analysis() or {}).get("flops", 0.0))
   return flops if flops > 0 else None

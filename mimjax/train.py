@@ -119,6 +119,17 @@ class _Termination:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _utilization(config, lowered, is_main: bool) -> flops.StepUtilization:
+  """MFU's terms for the logs, from the step's model FLOPs (printed once, per image)."""
+  log = print if is_main else (lambda message: None)
+  step_flops = step_lib.model_flops(config, lowered)
+  if step_flops:
+    log(f"Model FLOPs: {step_flops / config.input.batch_size / 1e9:.2f} GFLOP per image, "
+        f"{step_flops / 1e12:.3f} TFLOP per step")
+  return flops.StepUtilization(step_flops, jax.device_count(), jax.devices()[0].device_kind,
+                               config.model.dtype, log=log)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str):
   """Pre-trains per `config` in `workdir`; returns the final state."""
   config_lib.validate(config, jax.process_count(), jax.device_count())
@@ -157,16 +168,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     cleanup.callback(ckpt.close)
     state = _initial_state(config, workdir, ckpt, built.init, abstract, shardings)
     start_step = int(state["step"])
-    step_flops = step_lib.model_flops(config)
     if is_main:
       n_params = sum(x.size for x in jax.tree_util.tree_leaves(abstract["params"]))
-      per_image = f", {step_flops / batch_size / 1e9:.1f} GFLOP per image" if step_flops else ""
-      print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters"
-            f"{per_image}, {total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
+      print(f"{config.method.upper()} {config.model.variant}: {n_params / 1e6:.2f}M parameters, "
+            f"{total_steps} steps (warm-up {warmup_steps}), batch {batch_size}, "
             f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
-    utilization = flops.StepUtilization(step_flops, jax.device_count(),
-                                        jax.devices()[0].device_kind, config.model.dtype,
-                                        log=print if is_main else (lambda message: None))
+
+    compiled_step, utilization = None, None  # compiled on the first batch
     visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
                  if method.image_key else None)
     batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
@@ -194,7 +202,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
 
     for step in range(start_step, total_steps):
       batch = next(batches)
-      state, step_metrics = built.step_fn(state, batch)
+      if compiled_step is None:
+        lowered = built.step_fn.lower(state, batch)
+        compiled_step = lowered.compile()
+        utilization = _utilization(config, lowered, is_main)
+      state, step_metrics = compiled_step(state, batch)
       done = step + 1
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)

@@ -40,7 +40,7 @@ def pretraining_config(steps: int):
   c.model.variant = "W64-D4-H4/8"
   c.model.norm_pix_loss = False
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
-  c.optim.base_lr = 0.02  # a peak lr of 5e-3 at batch 64
+  c.optim.base_lr = 0.01  # a peak lr of 2.5e-3 at batch 64
   c.total_steps = steps
   c.log_every_steps = 100
   c.ckpt_every_steps = steps

@@ -79,11 +79,16 @@ def test_no_count_logs_nothing_and_says_why():
   assert util.scalars(2.0) == {}
 
 
+def _lowered(config):
+  """The step of `config` lowered for this process's one device, as the trainer does."""
+  built = step_lib.build_step(config, sharding.make_mesh(1, 1), optim.schedule(1.0, 1, 4), 4)
+  return built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
+                             step_lib.abstract_batch(config, built.batch_sharding))
+
+
 def _xla_step_flops(config):
   """XLA's count for the compiled step on one device (its micro-batch loop scaled by its trips)."""
-  built = step_lib.build_step(config, sharding.make_mesh(1, 1), optim.schedule(1.0, 1, 4), 4)
-  compiled = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
-                                 step_lib.abstract_batch(config, built.batch_sharding)).compile()
+  compiled = _lowered(config).compile()
   return flops.step_flops(compiled, config.optim.accum_steps)
 
 
@@ -110,6 +115,14 @@ def test_model_flops_are_xlas_count_of_the_plain_step(model_flops):
 def test_model_flops_do_not_depend_on_how_the_step_runs(model_flops, override):
   config = tu.tiny_config("mae", **MATMUL_BOUND, **override)
   assert step_lib.model_flops(config) == model_flops
+
+
+@pytest.mark.parametrize("override", [{}, {"model.remat": True}, {"optim.accum_steps": 2}])
+def test_the_callers_lowering_counts_the_same(model_flops, override):
+  # The trainer passes its own lowering; on a CPU the plain step is counted as it is (saving a
+  # second trace), any other is counted anew.
+  config = tu.tiny_config("mae", **MATMUL_BOUND, **override)
+  assert step_lib.model_flops(config, _lowered(config)) == model_flops
 
 
 def test_remat_is_hardware_work_not_model_work(model_flops):
