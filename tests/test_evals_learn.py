@@ -7,10 +7,11 @@ architecture at its random init (the trainer's own init, for the training seed a
 random ViT's features are nearly a bag of patch colours, and the digits' ink and background
 colours are random, so the random baseline is weak on shape (about 0.2 kNN top-1 on 10 classes);
 pre-training has to learn some of the digit's layout to beat it. Measured over three
-pre-training seeds (README.md, "Evaluating and analysing"), what beats random by more than
-MARGIN on every seed: kNN on the mean patch feature, and the probe on the [CLS] token with its
-head trained to convergence (200 epochs on these 1,437 digits; at MAE's 90 it is still moving).
-kNN on [CLS] does not: it is left out.
+pre-training seeds (README.md, "Evaluating and analysing"), what beats random
+on every seed: kNN on the mean patch feature (by 5 to 10 points), and the probe on the [CLS]
+token with its head trained to convergence (200 epochs on these 1,437 digits; at MAE's 90 it is
+still moving; by 13 points). kNN on [CLS] does not: it is left out. 1200 chaotic steps land
+elsewhere on another CPU's numerics, so the margins asserted leave room below those measured.
 """
 import jax
 import pytest
@@ -24,7 +25,7 @@ from tests import trainer_utils as tu
 
 PRETRAIN, HELD_OUT = "train[:80%]", "train[80%:]"
 RANDOM_SEEDS = (0, 1)  # 0: the init this training started from
-MARGIN = 0.05  # top-1 points over the best random init
+KNN_MARGIN, PROBE_MARGIN = 0.03, 0.05  # top-1 over the best random init
 
 
 def pretraining_config(steps: int):
@@ -40,7 +41,9 @@ def pretraining_config(steps: int):
   c.model.variant = "W64-D4-H4/8"
   c.model.norm_pix_loss = False
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
-  c.optim.base_lr = 0.01  # a peak lr of 2.5e-3 at batch 64
+  # A peak lr of 2.5e-3 at batch 64: at 5e-3 the kNN result swung with the CPU's numerics (one
+  # seed of three at the random baseline on an Intel Xeon, all three above it on an AMD EPYC).
+  c.optim.base_lr = 0.01
   c.total_steps = steps
   c.log_every_steps = 100
   c.ckpt_every_steps = steps
@@ -71,11 +74,11 @@ def _pretrained_and_random_top1(encoders, eval_type, **keys):
 
 def test_briefly_pretrained_encoder_beats_random_ones_on_held_out_digits_knn(encoders):
   trained, baselines = _pretrained_and_random_top1(encoders, "knn", feature="mean")
-  assert trained >= max(baselines) + MARGIN, (trained, baselines)
+  assert trained >= max(baselines) + KNN_MARGIN, (trained, baselines)
 
 
 def test_briefly_pretrained_encoder_beats_random_ones_on_held_out_digits_linear_probe(encoders):
   trained, baselines = _pretrained_and_random_top1(encoders, "linear_probe", feature="cls",
                                                    epochs=200, base_lr=50.0,
                                                    probe_batch_size=256)
-  assert trained >= max(baselines) + MARGIN, (trained, baselines)
+  assert trained >= max(baselines) + PROBE_MARGIN, (trained, baselines)
