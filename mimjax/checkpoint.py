@@ -157,6 +157,10 @@ class Checkpointer:
   def close(self):
     if self._manager:
       try:
+        # The manager clears an interrupted save's temporary folders in a thread it starts when
+        # made, and its close() does not wait for it: a process that exits soon after (a refused
+        # restore) would leave that thread running into the interpreter's shutdown.
+        getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
         self._manager.close()
       except Exception as e:  # pylint: disable=broad-except
         if not errors.is_out_of_space(e):  # already reported by `wait` or `save`
