@@ -1,5 +1,5 @@
-"""The train step, and everything that runs or compiles it: the trainer, mimjax-compile, the
-benchmarks.
+"""The train step, one definition for all that run or compile it (the trainer, mimjax-compile,
+the benchmarks).
 
   make_train_step  the pure step: (state, batch) -> (state, metrics), randomness from (seed, step)
   build_step       the model, abstract state, shardings and the jitted step on a mesh
