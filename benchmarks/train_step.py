@@ -49,7 +49,7 @@ def time_jax(config):
   """(seconds per step, FLOPs per image) of the trainer's step."""
   config_lib.validate(config, jax.process_count(), jax.device_count(), check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  total_steps = 1000
+  total_steps = step_lib.NOMINAL_STEPS
   built = step_lib.build_step(config, mesh, optim.schedule(1e-4, 10, total_steps), total_steps)
   state = jax.jit(built.init, out_shardings=built.shardings)(jax.random.key(0))
   spec = step_lib.abstract_batch(config, built.batch_sharding)

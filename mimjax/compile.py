@@ -48,7 +48,6 @@ FLAGS = flags.FLAGS
 
 PROG = "mimjax-compile"
 EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_INTERNAL_ERROR = 0, 1, 3  # 2: errors.EXIT_USER_ERROR
-_NOMINAL_STEPS = 1000  # the schedule's length changes values, not shapes or cost
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +178,7 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
   n = len(target.devices)
   config_lib.validate(config, target.num_processes, n, check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, target.devices)
-  total_steps = config.total_steps or _NOMINAL_STEPS
+  total_steps = config.total_steps or step_lib.NOMINAL_STEPS
   lr = optim.schedule(1.0, max(total_steps // 20, 1), total_steps)
   built = step_lib.build_step(config, mesh, lr, total_steps)
   state = state_breakdown(built.abstract, built.shardings)

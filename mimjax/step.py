@@ -120,15 +120,18 @@ def abstract_batch(config, batch_sharding) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The FLOPs of a step, as MFU counts them.
 # ---------------------------------------------------------------------------------------------
-_NOMINAL_STEPS = 1000  # the schedules' length changes values, not the arithmetic
+# A schedule length for building a step that will not train (compiling, counting, timing): the
+# length changes the schedules' values, not shapes or cost.
+NOMINAL_STEPS = 1000
 
 
 def model_flops(config, lowered=None) -> float | None:
   """FLOPs of one optimizer step of `config` over its global batch: the model's arithmetic.
 
   XLA counts them on the step's program before partitioning, lowered for one CPU device with
-  one micro-batch, no remat and XLA's own attention, so the count does not depend on the mesh,
-  `optim.accum_steps`, `model.remat` or `model.attention_impl`. The cost analysis of a compiled
+  one micro-batch, no remat and XLA's own attention, so the count does not depend on the mesh
+  (one device, whatever the config's), `optim.accum_steps`, `model.remat` or
+  `model.attention_impl`. The cost analysis of a compiled
   program does: it counts one device's share, a loop's body once (fsdp's collective matmuls
   at large sizes are such loops), remat's recomputation (hardware FLOPs, not model FLOPs) and
   nothing inside a fused attention kernel. Only lowers (seconds, nothing is compiled or
@@ -146,13 +149,11 @@ def model_flops(config, lowered=None) -> float | None:
   except RuntimeError:
     return None
   counted = config.copy_and_resolve_references()
-  counted.mesh.data, counted.mesh.fsdp = 1, 1
   counted.optim.accum_steps = 1
   counted.model.remat = False
   counted.model.attention_impl = "xla"
-  total_steps = config.get("total_steps") or _NOMINAL_STEPS
   built = build_step(counted, sharding.make_mesh(1, 1, [cpu]), optax.constant_schedule(0.0),
-                     total_steps)
+                     NOMINAL_STEPS)
   return _counted(built.step_fn.lower(built.abstract, abstract_batch(counted, built.batch_sharding)))
 
 

@@ -30,8 +30,6 @@ _HOMES = {
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
 _RENAMED = {'build_offline_photos': ('offline', 'build')}
-_SUBMODULES = ('augment', 'config', 'device', 'digits', 'mixup', 'offline', 'pipeline', 'pixels',
-               'randaugment', 'sources', 'tf_host')
 
 __all__ = sorted([*_HOME_OF, *_RENAMED])
 
@@ -42,6 +40,9 @@ def __getattr__(name):
   if name in _RENAMED:
     module, attribute = _RENAMED[name]
     return getattr(importlib.import_module(f'{__name__}.{module}'), attribute)
-  if name in _SUBMODULES:
+  try:  # a submodule (`data.pipeline`)
     return importlib.import_module(f'{__name__}.{name}')
+  except ModuleNotFoundError as e:
+    if e.name != f'{__name__}.{name}':  # a submodule's own missing import: say that one
+      raise
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
