@@ -23,7 +23,9 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 tests
+	# Two workers, a test file each at a time: the suite waits on trainer subprocesses about half
+	# the time, so two files in parallel fill both cores (32 minutes serial, 21 with two).
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 DEMO := workdirs/mae_demo
 # The demo is a CPU run: without this, libtpu (the tpu extra) probes for TPU hosts and says so.

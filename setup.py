@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # PyTorch consumers of the exported weights; torch==2.13.0 must be installed first (CPU wheel),
     # and timm goes in with --no-deps (the Makefile does both).
-    "test": ["pytest", "torch==2.13.0", "transformers",
+    "test": ["pytest", "pytest-xdist==3.8.0", "torch==2.13.0", "transformers",
              "gcp-storage-emulator==2026.7.19"],  # a local Cloud Storage for the gs:// tests
     # libtpu at jax's pin: runs on TPU VMs, and lets mimjax-compile compile for TPU slices anywhere.
     "tpu": ["jax[tpu]==0.10.2"],

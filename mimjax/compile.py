@@ -213,6 +213,9 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
                           f"try {tips}")
     return report
 
+  # XLA's code generation for a TPU takes minutes on a small machine: say so before it starts.
+  print(f"{PROG}: compiling the step for {target.name} with XLA (about 1 to 10 minutes on 2 "
+        "CPU cores, depending on the model)", file=sys.stderr, flush=True)
   start = time.perf_counter()
   lowered = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
                                 batch)
@@ -309,6 +312,8 @@ def format_report(r: dict) -> str:
                  f"{r['images_per_sec_at_mfu']:,.0f} images/s")
   elif r["fits"] and "step_seconds_at_mfu" not in r:
     lines.append(f"  no peak FLOP/s known for {r['device_kind']!r}: no step-time estimate")
+  if "compile_seconds" in r:
+    lines.append(f"  compiled in {r['compile_seconds']:.0f} s")
   lines.append(r["verdict"])
   return "\n".join(lines)
 

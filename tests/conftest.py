@@ -13,9 +13,10 @@ from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position
 # libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
 # process and its subprocesses; tests that compile for TPU slices describe them explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One XLA compilation cache for this session's processes and their subprocesses: the suite starts
-# dozens of trainers of the same tiny configs, which would otherwise compile the same steps anew.
-# Private to the session (made here, removed at exit), so no entry outlives the code it came from.
+# One XLA compilation cache for this process (a pytest-xdist worker under `make test`) and its
+# subprocesses: the suite starts dozens of trainers of the same tiny configs, which would
+# otherwise compile the same steps anew. Private to the process (made here, removed at exit), so
+# no entry outlives the code it came from.
 _XLA_CACHE = tempfile.mkdtemp(prefix="mimjax_test_xla_cache_")
 atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,

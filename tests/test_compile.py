@@ -4,6 +4,7 @@ FLOPs and memory are checked against a count made here from the model's shapes a
 exit-status contract (0 fits, 1 does not fit, 2 user error) is checked in subprocesses.
 """
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -145,6 +146,11 @@ def test_cli_compares_data_and_fsdp_meshes(compared):
   assert f"recommended: {out['recommended']}" in result.stdout
   assert "fits: " in result.stdout and "model FLOPs: " in result.stdout
   assert "GFLOP per image" in result.stdout and "XLA's program for one device" in result.stdout
+  # Each compile (minutes for a large model) is announced before it starts, and timed.
+  announced = [l for l in result.stderr.splitlines() if l.startswith("mimjax-compile: compiling")]
+  assert len(announced) == 2 and "v5e:2x2" in announced[0], result.stderr[-2000:]
+  timed = re.findall(r"compiled in (\d+) s", result.stdout)
+  assert [int(t) for t in timed] == [round(out["meshes"][m]["compile_seconds"]) for m in out["meshes"]]
 
 
 @needs_libtpu
@@ -154,6 +160,7 @@ def test_cli_refuses_an_impossible_config_with_the_verdict(tmp_path):
                         f"--report={report}")
   assert result.returncode == 1, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
+  assert "compiling" not in result.stderr  # refused from the state's size, before compiling
   verdict = result.stdout.strip().splitlines()[-1]
   assert verdict.startswith("does not fit: ") and "> 16 GiB" in verdict
   assert "--config.mesh.fsdp=4" in verdict
