@@ -214,8 +214,8 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
     return report
 
   # XLA's code generation for a TPU takes minutes on a small machine: say so before it starts.
-  print(f"{PROG}: compiling the step for {target.name} with XLA (about 1 to 10 minutes on 2 "
-        "CPU cores, depending on the model)", file=sys.stderr, flush=True)
+  print(f"{PROG}: compiling the step for {target.name} with XLA (minutes for ViT-B and larger "
+        "on a few CPU cores)", file=sys.stderr, flush=True)
   start = time.perf_counter()
   lowered = built.step_fn.lower(checkpoint.abstract_with_shardings(built.abstract, built.shardings),
                                 batch)
