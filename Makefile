@@ -24,7 +24,7 @@ install: $(STAMP)
 
 test: $(STAMP)
 	# Two workers, a test file each at a time: the suite waits on trainer subprocesses about half
-	# the time, so two files in parallel fill both cores (32 minutes serial, 21 with two).
+	# the time, so two files in parallel fill both cores (README, Tests: the times measured).
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
 
 DEMO := workdirs/mae_demo
