@@ -10,12 +10,19 @@ size) into a temporary folder, then times, with the same tf.data settings:
             antialiased bicubic as PIL's)
   lut       mimjax's LUT pipeline (two views, colour augmentations on view 2)
   mae_fast, lut_fast  the same with input.fast_resize=True (plain, aliased bicubic)
+  pil       the reference: what torchvision's MAE transform does on PIL images, in one Python
+            thread (full Image.open().convert('RGB') decode, RandomResizedCrop's get_params
+            with scale (0.2, 1) and ratio (3/4, 4/3), 10 tries then the clamped centre crop,
+            PIL's antialiased BICUBIC resize of the box to 224, flip with p=0.5, np.asarray,
+            batches stacked). torchvision itself is not installed here, so the same calls are
+            made on PIL directly.
 and prints images/s, images/s per core (wall-clock rate / cores, and images per CPU-second of
-the process, which other jobs on the machine disturb less), and mae / baseline.
+the process, which other jobs on the machine disturb less), mae / baseline and mae / pil.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -69,6 +76,51 @@ def baseline_dataset(folder: str, batch_size: int, size: int, num_threads: int):
   return ds.with_options(pipeline.data_options(num_threads))
 
 
+def rrc_params(rng, height: int, width: int, scale=augment.MAE_SCALE, ratio=augment.MAE_RATIO,
+               attempts=augment.RRC_ATTEMPTS) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop.get_params, line for line: (top, left, height, width)."""
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(attempts):
+    target_area = area * rng.uniform(scale[0], scale[1])
+    aspect_ratio = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    w = int(round(math.sqrt(target_area * aspect_ratio)))
+    h = int(round(math.sqrt(target_area / aspect_ratio)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  in_ratio = width / height  # fallback: the centre crop, its ratio clamped to the range
+  if in_ratio < min(ratio):
+    w, h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    h, w = height, int(round(height * max(ratio)))
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def pil_batches(folder: str, batch_size: int, size: int, seed: int = 0):
+  """torchvision's MAE train transform on PIL images, one Python thread: uint8 batches."""
+  from PIL import Image
+  files = sorted(tf.io.gfile.glob(os.path.join(folder, '*.jpg')))
+  rng = np.random.default_rng(seed)
+
+  def one(path):
+    with open(path, 'rb') as f:
+      image = Image.open(f).convert('RGB')  # torchvision's pil_loader: a full decode
+    top, left, h, w = rrc_params(rng, image.height, image.width)
+    image = image.resize((size, size), Image.Resampling.BICUBIC,
+                         box=(left, top, left + w, top + h))
+    if rng.random() < 0.5:
+      image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return np.asarray(image)
+
+  i = 0
+  while True:
+    batch = [one(files[(i + j) % len(files)]) for j in range(batch_size)]
+    i += batch_size
+    yield np.stack(batch)
+
+
 def measure(batches, batch_size: int, seconds: float, warmup: int = 3) -> tuple[float, float]:
   """(images per wall second, images per CPU second of this process).
 
@@ -92,7 +144,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=6.0)
   parser.add_argument('--rounds', type=int, default=3, help='best of this many runs each')
   parser.add_argument('--threads', type=int, default=0, help='0 = all cores')
-  parser.add_argument('--pipelines', default='baseline,mae,mae_fast,lut,lut_fast')
+  parser.add_argument('--pipelines', default='pil,baseline,mae,mae_fast,lut,lut_fast')
   args = parser.parse_args()
   cores = args.threads or pipeline.num_cores()
 
@@ -106,6 +158,7 @@ def main():
     makers = {
         'baseline': lambda: baseline_dataset(folder, args.batch_size, args.image_size,
                                              args.threads).as_numpy_iterator(),
+        'pil': lambda: pil_batches(folder, args.batch_size, args.image_size),
         'mae': lambda: data.make_host_iterator(cfg, 'mae', seed=0, process_count=1),
         'lut': lambda: data.make_host_iterator(cfg, 'lut', seed=0, process_count=1),
         'mae_fast': lambda: data.make_host_iterator(fast, 'mae', seed=0, process_count=1),
@@ -126,6 +179,9 @@ def main():
   if 'baseline' in names and 'mae' in names:
     print(f'  mae / baseline = {wall["mae"] / wall["baseline"]:.2f} (wall), '
           f'{cpu["mae"] / cpu["baseline"]:.2f} (CPU time); target >= 0.85')
+  if 'pil' in names and 'mae' in names:
+    print(f'  mae / pil = {cpu["mae"] / cpu["pil"]:.2f} (images per CPU-second; pil runs on one '
+          f'thread, so its wall-clock rate is not comparable); target >= 1.0')
 
 
 if __name__ == '__main__':
