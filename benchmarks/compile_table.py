@@ -29,7 +29,7 @@ def run_one(method, variant, topology, overrides, extra):
     report = os.path.join(tmp, "report.json")
     cmd = [sys.executable, "-m", "mimjax.compile",
            f"--config={ROOT}/configs/{method}.py:variant={variant}", f"--topology={topology}",
-           f"--report={report}", "--config.model.dtype=bfloat16", *extra,
+           f"--report={report}", *extra,
            *[f"--config.{k}={v}" for k, v in overrides.items()]]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT))

@@ -13,7 +13,8 @@ norms), lr = blr * batch / 256 with blr 5e-4 (B) or 1e-3 (L, H), layer-wise lr d
 or 0.75 (L, H), drop path 0.1 / 0.2 / 0.3, 100 epochs (B) or 50 (L, H), 5 warm-up epochs then
 cosine to 1e-6, per step; RandomResizedCrop (0.08, 1) + flip, RandAugment rand-m9-mstd0.5-inc1,
 random erasing 0.25, mixup 0.8 / cutmix 1.0 (switch 0.5), label smoothing 0.1; global average
-pooling + fc_norm; top-1 / top-5 on the validation split (resize 256, centre crop 224).
+pooling + fc_norm; top-1 / top-5 on the validation split (resize 256, centre crop 224);
+mixed precision: bfloat16 compute, float32 parameters.
 
 `recipe=lut` takes naver-ai/lut's docs/FINETUNE.md instead (ViT-B: blr 1e-3, lr = blr *
 sqrt(batch) / 8, layer decay 0.75, drop path 0.1, 100 epochs).
@@ -51,6 +52,7 @@ def get_config(arg=None):
   c.input.randaugment = "rand-m9-mstd0.5-inc1"
   c.model.num_classes = 1000
   c.model.drop_path = drop_path
+  c.model.dtype = "bfloat16"  # mixed precision, as FINETUNE.md's runs (parameters float32)
   c.optim.base_lr = blr
   c.optim.lr_rule = "linear"
   c.optim.warmup_epochs = 5
@@ -82,6 +84,7 @@ def get_config(arg=None):
     c.input.batch_size = 32
     c.input.image_size = 64
     c.model.variant = "nano/8"
+    c.model.dtype = "float32"  # as configs/mae.py's demo
     c.model.num_classes = 20
     c.model.drop_path = 0.1
     c.optim.base_lr = 1e-3 * 256 / 32  # a peak lr of 1e-3

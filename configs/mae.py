@@ -2,7 +2,7 @@ r"""MAE pre-training (He et al. 2021): the published recipe, or the CPU demo.
 
 The ViT-B/16 recipe on ImageNet-1K, as facebookresearch/mae's PRETRAIN.md and the paper's
 1600-epoch runs (batch 4096, lr 1.5e-4 * batch / 256, AdamW (0.9, 0.95), wd 0.05, 40 warm-up
-epochs, PIL-exact antialiased bicubic RandomResizedCrop):
+epochs, PIL-exact antialiased bicubic RandomResizedCrop, mixed precision: bfloat16 compute):
 
   mimjax-train --config configs/mae.py:variant=B/16,dataset=imagenet2012 --workdir /ckpt/mae_b16
 
@@ -24,6 +24,9 @@ def pretraining_recipe(c):
   c.input.image_size = 224
   c.input.fast_resize = False  # PIL's antialiased bicubic, as torchvision on PIL images
   c.model.variant = "B/16"
+  # Mixed precision, as the official runs (torch.cuda.amp): bfloat16 compute, float32
+  # parameters and optimizer state; bfloat16 needs no loss scaling.
+  c.model.dtype = "bfloat16"
   c.model.mask_ratio = 0.75
   c.model.norm_pix_loss = True
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 512, 8, 16
@@ -41,6 +44,7 @@ def demo(c):
   c.input.batch_size = 32
   c.input.image_size = 64
   c.model.variant = "nano/8"
+  c.model.dtype = "float32"  # a CPU run, and the float32 the parity tests compare against
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
   c.total_steps = 200  # warm-up keeps the recipe's share: 40/1600 of the steps
   c.optim.accum_steps = 1

@@ -2,7 +2,7 @@ r"""mimjax-compile: a train step's memory and speed on a TPU slice, known before
 
   mimjax-compile --config configs/mae.py:variant=L/16 --topology v5e:4x4
   mimjax-compile --config configs/lut.py:variant=H/14 --topology v5p-32 \
-      --config.mesh.fsdp=16 --config.model.dtype=bfloat16 --report lut_h14.json
+      --config.mesh.fsdp=16 --report lut_h14.json
   mimjax-compile --config configs/mae.py:variant=B/16 --topology v5e:2x4 --compare_meshes
 
 Compiles the trainer's own step (model, state, mesh, shardings, donation) ahead of time for the

@@ -19,6 +19,7 @@ def test_published_recipe(method, variant):
   assert (c.optim.b1, c.optim.b2, c.optim.eps, c.optim.weight_decay) == (0.9, 0.95, 1e-8, 0.05)
   assert c.optim.warmup_epochs == 40 and not c.optim.grad_clip_norm
   assert c.epochs == 1600 and not c.input.fast_resize  # PIL-exact antialiased resizes
+  assert c.model.dtype == "bfloat16"  # the official runs' mixed precision
   peak = optim.peak_learning_rate(c.optim.base_lr, 4096, c.optim.lr_rule)
   assert peak == pytest.approx(1.5e-4 * 16)  # both rules give 2.4e-3 at batch 4096
   if method == "lut":

@@ -134,10 +134,28 @@ def test_finetune_recipe(variant, blr, layer_decay, drop_path, epochs):
   f = c.finetune
   assert (f.label_smoothing, f.mixup, f.cutmix, f.random_erasing) == (0.1, 0.8, 1.0, 0.25)
   assert c.model.global_pool and c.input.eval_crop_fraction == 224 / 256
+  assert c.model.dtype == "bfloat16"  # mixed precision, as the official runs
   lut = tu.load_config("finetune", f"variant={variant},recipe=lut")
   # LUT's main_finetune.py: lr = 1e-3 * sqrt(1024) / 8.
   assert optim.peak_learning_rate(lut.optim.base_lr, 1024, lut.optim.lr_rule) == pytest.approx(4e-3)
-  assert lut.optim.layer_decay == 0.75
+  assert lut.optim.layer_decay == 0.75 and lut.model.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("method", ["mae", "lut", "finetune"])
+def test_recipes_compute_in_bfloat16_and_the_demos_in_float32(method):
+  """bfloat16 compute, float32 parameters and optimizer state: the official runs' mixed
+  precision; the CPU demos stay float32."""
+  recipe = tu.load_config(method, "variant=L/16,dataset=imagenet2012")
+  assert recipe.model.dtype == "bfloat16"
+  assert tu.load_config(method).model.dtype == "bfloat16"  # no argument: the B/16 recipe
+  assert tu.load_config(method, "demo").model.dtype == "float32"
+  recipe.model.variant = "mu/4"  # the state's dtypes, at a size that initializes in a second
+  model = state_lib.build_model(recipe)
+  tx = optim.make(recipe, optax.constant_schedule(1e-3))
+  abstract = jax.eval_shape(state_lib.init_fn(recipe, model, tx), jax.random.key(0))
+  floats = [a.dtype for a in jax.tree_util.tree_leaves(abstract)
+            if jnp.issubdtype(a.dtype, jnp.floating)]
+  assert floats and set(floats) == {jnp.dtype("float32")}
 
 
 def test_finetune_schedule_ends_at_min_lr():
