@@ -15,6 +15,7 @@ where the device's peak is known (mimjax/flops.py), MFU; the PyTorch MFU uses th
 image, since it is the same model. Figures are printed, never asserted.
 """
 import contextlib
+import statistics
 import time
 
 from absl import app
@@ -31,7 +32,8 @@ from mimjax import state as state_lib
 from mimjax import step as step_lib
 
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.")
-flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up steps).")
+flags.DEFINE_integer("steps", 10, "Timed steps (after the warm-up steps); the median step is "
+                     "reported, which a busy machine's spikes disturb less than the mean.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, caches).")
 flags.DEFINE_bool("torch", True, "Also time the PyTorch reference (MAE configs).")
 flags.DEFINE_bool("torch_compile", True, "torch.compile the reference.")
@@ -46,7 +48,7 @@ def _mfu_text(images_per_sec, flops_per_image, num_devices, peak):
 
 
 def time_jax(config):
-  """(seconds per step, FLOPs per image) of the trainer's step."""
+  """(median seconds per step, FLOPs per image) of the trainer's step."""
   config_lib.validate(config, jax.process_count(), jax.device_count(), check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   total_steps = step_lib.NOMINAL_STEPS
@@ -62,19 +64,21 @@ def time_jax(config):
   profiling = contextlib.nullcontext()
   if FLAGS.profile_dir:
     profiling = jax.profiler.trace(FLAGS.profile_dir)
+  times = []
   with profiling:
-    start = time.perf_counter()
     for _ in range(FLAGS.steps):
+      start = time.perf_counter()
       state, metrics = built.step_fn(state, batch)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / FLAGS.steps
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
   step_flops = step_lib.model_flops(config)
   flops_per_image = step_flops / config.input.batch_size if step_flops else None
   return seconds, flops_per_image
 
 
 def time_torch(config):
-  """Seconds per step of Hugging Face ViTMAEForPreTraining, same model and batch."""
+  """Median seconds per step of Hugging Face ViTMAEForPreTraining, same model and batch."""
   import torch
   import transformers
 
@@ -104,12 +108,14 @@ def time_torch(config):
   for _ in range(FLAGS.warmup):
     step(images)
   sync()
-  start = time.perf_counter()
+  times = []
   for _ in range(FLAGS.steps):
+    start = time.perf_counter()
     loss = step(images)
-  float(loss.detach())  # waits for the last step
-  sync()
-  seconds = (time.perf_counter() - start) / FLAGS.steps
+    float(loss.detach())  # waits for the step
+    sync()
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
   name = (f"{torch.cuda.get_device_name()}, torch {torch.__version__}" if device == "cuda"
           else f"cpu, torch {torch.__version__}")
   del model, opt, images, step

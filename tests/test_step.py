@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from mimjax import sharding
 from mimjax import step as step_lib
 from tests import trainer_utils as tu
 
@@ -72,3 +73,14 @@ def test_the_benchmark_runs_without_tensorflow(without_tensorflow):
   # The FLOPs it reports are the model's, as the trainer's MFU counts them.
   model_flops = step_lib.model_flops(tu.tiny_config("mae"))
   assert float(gflop) == pytest.approx(model_flops / 8 / 1e9, rel=1e-3)
+
+
+@pytest.mark.parametrize("method", ["mae", "lut"])
+def test_the_compiled_cpu_step_has_no_convolution(method):
+  """The patch embedding is a matmul: its gradient is no dilated convolution (slow on CPUs)."""
+  config = tu.tiny_config(method)
+  built = step_lib.build_step(config, sharding.make_mesh(1, 1), lambda s: 1e-3, 4)
+  lowered = built.step_fn.lower(built.abstract, step_lib.abstract_batch(config, built.batch_sharding))
+  hlo = lowered.compile().as_text()
+  assert re.search(r"\bdot\(", hlo)  # the matmuls are there, named as this test expects
+  assert not re.search(r"\bconvolution\(", hlo)

@@ -1,4 +1,5 @@
 """The encoder's fixed pieces against the MAE reference definitions, computed independently here."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,3 +75,54 @@ def test_encoder_bfloat16_compute_keeps_float32_params():
   assert tokens_bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(tokens_bf16, np.float32), tokens_f32, atol=0.1)
   assert not np.allclose(np.asarray(tokens_bf16, np.float32), tokens_f32, atol=1e-5)
+
+
+def test_patch_embedding_equals_the_strided_conv_with_the_same_parameters():
+  """patchify + matmul gives the conv's output and gradients, and initializes the same values."""
+  images = jax.random.normal(jax.random.key(1), (2, 32, 48, 3))
+  embed = vit.PatchEmbed(width=24, patch=8)
+  conv = nn.Conv(24, (8, 8), strides=(8, 8), padding="VALID",
+                 kernel_init=nn.initializers.xavier_uniform(in_axis=(0, 1, 2), out_axis=3),
+                 bias_init=vit.torch_conv_bias_init(8 * 8 * 3))
+  params = embed.init(jax.random.key(0), images)["params"]
+  conv_params = conv.init(jax.random.key(0), images)["params"]
+  for name in ("kernel", "bias"):  # same shapes, same draws: checkpoints and seeds carry over
+    np.testing.assert_array_equal(params[name], conv_params[name])
+
+  def loss(module, p, x):
+    out = module.apply({"params": p}, x).reshape(2, -1, 24)
+    return jnp.sum(jnp.sin(out)), out
+
+  (value, out), grads = jax.value_and_grad(lambda p, x: loss(embed, p, x), (0, 1),
+                                           has_aux=True)(params, images)
+  (ref_value, ref_out), ref_grads = jax.value_and_grad(lambda p, x: loss(conv, p, x), (0, 1),
+                                                       has_aux=True)(params, images)
+  assert out.shape == (2, 4 * 6, 24)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+  for got, want in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(ref_grads)):
+    assert float(jnp.abs(want).max()) > 0
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_attend_equals_jax_dot_product_attention(dtype):
+  """The heads-major attention with late normalization: jax's reference values and gradients."""
+  q, k, v = (jax.random.normal(key, (2, 3, 7, 8), dtype)
+             for key in jax.random.split(jax.random.key(0), 3))
+  reference = lambda q, k, v: jax.nn.dot_product_attention(
+      *(x.transpose(0, 2, 1, 3) for x in (q, k, v)), implementation="xla").transpose(0, 2, 1, 3)
+  loss = lambda fn: lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v).astype(jnp.float32)))
+  tolerance = 1e-5 if dtype == jnp.float32 else 2e-2
+  out, ref = vit.attend(q, k, v), reference(q, k, v)
+  assert out.dtype == dtype
+  np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(ref, np.float32),
+                             rtol=tolerance, atol=tolerance)
+  grads = jax.grad(loss(vit.attend), (0, 1, 2))(q, k, v)
+  ref_grads = jax.grad(loss(reference), (0, 1, 2))(q, k, v)
+  for got, want in zip(grads, ref_grads):
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                               rtol=tolerance, atol=tolerance)
+  recorded = []
+  vit.attend(q, k, v, recorded.append)
+  np.testing.assert_allclose(np.asarray(recorded[0]).sum(-1), 1.0, rtol=1e-5)
