@@ -31,10 +31,10 @@ def test_batchnorm_statistics_update_once_per_view():
   w = np.asarray(variables["params"]["ProjectionHead_0"]["fc1"]["kernel"])
   h1, h2 = x1 @ w, x2 @ w
   stats = updated["batch_stats"]["ProjectionHead_0"]["bn"]
-  # torch momentum 0.1 == flax 0.9; starting from mean 0 and var 1.
+  # torch momentum 0.1 == flax 0.9; starting from mean 0 and var 1; torch keeps the unbiased var.
   np.testing.assert_allclose(stats["mean"], 0.9 * 0.1 * h1.mean(0) + 0.1 * h2.mean(0), atol=1e-5)
-  np.testing.assert_allclose(stats["var"], 0.9 * (0.9 + 0.1 * h1.var(0)) + 0.1 * h2.var(0),
-                             atol=1e-5)
+  var1, var2 = h1.var(0, ddof=1), h2.var(0, ddof=1)
+  np.testing.assert_allclose(stats["var"], 0.9 * (0.9 + 0.1 * var1) + 0.1 * var2, atol=1e-5)
 
 
 def test_lut_step_updates_batchnorm_per_micro_batch():

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mimjax.models import batch_norm
 from mimjax.models import masking
 from mimjax.models import mae
 
@@ -29,10 +30,8 @@ class ProjectionHead(nn.Module):
     dense = lambda features, name: nn.Dense(
         features, use_bias=False, kernel_init=nn.initializers.xavier_uniform(), name=name)
     x = dense(self.hidden, "fc1")(x.astype(jnp.float32))
-    # PyTorch's BatchNorm1d defaults in Flax terms; the batch axis of a global jax.Array spans
-    # every device, so these are synchronized statistics. Flax keeps the biased variance in its
-    # running statistics where PyTorch keeps the unbiased one (a factor n/(n-1)).
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(x)
+    # PyTorch's BatchNorm1d defaults in Flax terms, running statistics as PyTorch keeps them.
+    x = batch_norm.BatchNorm(momentum=0.9, epsilon=1e-5, name="bn")(x, train)
     return dense(self.out, "fc2")(nn.relu(x))
 
 

@@ -45,6 +45,21 @@ def test_ema_momentum_schedule():
   assert float(lut.ema_momentum(total // 4, total)) == pytest.approx(quarter, abs=1e-7)
 
 
+def test_head_batchnorm_keeps_the_unbiased_running_variance():
+  """One train-mode pass from the initial statistics (mean 0, var 1), as PyTorch's BatchNorm1d:
+  running var = m * 1 + (1 - m) * the unbiased variance of the pre-BN activations."""
+  head = lut.ProjectionHead(hidden=16, out=8)
+  x = np.random.default_rng(3).standard_normal((6, 12)).astype(np.float32)
+  variables = head.init(jax.random.key(0), x, True)
+  _, updated = head.apply(variables, x, True, mutable=["batch_stats"])
+  h = x.astype(np.float64) @ np.asarray(variables["params"]["fc1"]["kernel"], np.float64)
+  momentum = 0.9
+  np.testing.assert_allclose(updated["batch_stats"]["bn"]["var"],
+                             momentum * 1 + (1 - momentum) * h.var(0, ddof=1), rtol=1e-5)
+  np.testing.assert_allclose(updated["batch_stats"]["bn"]["mean"], (1 - momentum) * h.mean(0),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_ema_update_covers_params_and_batch_stats(setup):
   model, variables, view1, view2, noise = setup
   teacher = lut.teacher_subset(variables)
