@@ -64,7 +64,7 @@ class LUT(mae.MAE):
                    {"batch_stats": new_vars["batch_stats"]})
 
   def after_update(self, c, state, step, total_steps):
-    momentum = lut_model.ema_momentum(step, total_steps, c.lut.ema_base)
+    momentum = lut_model.ema_momentum(step, total_steps, c.lut.ema_base, c.optim.accum_steps)
     student = {"params": state["params"], "batch_stats": state["batch_stats"]}
     teacher = lut_model.ema_update(state["teacher"], student, momentum)
     return dict(state, teacher=teacher), {"ema_momentum": momentum}

@@ -93,9 +93,16 @@ def cross_view_bc_loss(q1, q2, z1, z2):
   return (bc_loss(q2, z1) + bc_loss(q1, z2)) / 2
 
 
-def ema_momentum(step, total_steps: int, base: float = 0.996):
-  """Cosine from `base` at step 0 to 1 at `total_steps`."""
-  progress = jnp.asarray(step, jnp.float32) / total_steps
+def ema_momentum(step, total_steps: int, base: float = 0.996, accum_steps: int = 1):
+  """Cosine from `base` to 1, read where the official engine reads it.
+
+  The LUT code's schedule has one value per micro-batch of the run, and the teacher is updated
+  after the last micro-batch of each optimizer step: step k reads micro-batch
+  k * accum_steps + accum_steps - 1 of total_steps * accum_steps (step k of total_steps without
+  accumulation).
+  """
+  micro_batch = jnp.asarray(step, jnp.int32) * accum_steps + (accum_steps - 1)
+  progress = micro_batch.astype(jnp.float32) / (total_steps * accum_steps)
   return 1 - (1 - base) * (1 + jnp.cos(math.pi * progress)) / 2
 
 

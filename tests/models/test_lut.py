@@ -1,9 +1,11 @@
 """LUT's heads, BC loss, teacher and EMA against direct NumPy computations."""
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
+from mimjax import methods
 from mimjax.models import lut
 from mimjax.models import masking
 
@@ -43,6 +45,45 @@ def test_ema_momentum_schedule():
   assert float(lut.ema_momentum(total, total)) == pytest.approx(1.0, abs=1e-7)
   quarter = 1 - 0.004 * (1 + np.cos(np.pi / 4)) / 2
   assert float(lut.ema_momentum(total // 4, total)) == pytest.approx(quarter, abs=1e-7)
+
+
+def official_ema_schedule(base, epochs, niter_per_ep):
+  """The official main_lut.py's teacher decay: cosine_scheduler(base, 1, epochs, len(loader)),
+  one value per micro-batch (no warm-up), restated."""
+  iters = np.arange(epochs * niter_per_ep)
+  return 1 + 0.5 * (base - 1) * (1 + np.cos(np.pi * iters / len(iters)))
+
+
+def test_ema_momentum_without_accumulation_is_unchanged():
+  total = 1000
+  steps = jnp.arange(total + 1)
+  before = 1 - (1 - 0.996) * (1 + jnp.cos(np.pi * steps.astype(jnp.float32) / total)) / 2
+  np.testing.assert_array_equal(lut.ema_momentum(steps, total), before)
+  np.testing.assert_array_equal(lut.ema_momentum(steps, total, accum_steps=1), before)
+
+
+def test_ema_momentum_reads_the_official_schedule_at_the_last_micro_batch():
+  """engine_lut.py updates the teacher after micro-batch it = len(loader) * epoch + data_iter_step
+  when (data_iter_step + 1) % accum_iter == 0: optimizer step k reads decay[4k + 3]."""
+  total_steps, accum, epochs = 250, 4, 5
+  schedule = official_ema_schedule(0.996, epochs, total_steps * accum // epochs)
+  k = np.arange(total_steps)
+  np.testing.assert_allclose(lut.ema_momentum(k, total_steps, 0.996, accum),
+                             schedule[accum * k + accum - 1], rtol=0, atol=1e-7)
+  # Mid-run, three micro-batches move the value by ~2e-5: the tolerance tells them apart.
+  assert abs(schedule[500 + 3] - schedule[500]) > 1e-5
+
+
+def test_lut_after_update_follows_the_accumulation_steps():
+  c = ml_collections.ConfigDict({"optim": {"accum_steps": 4}, "lut": {"ema_base": 0.996}})
+  leaf = lambda: jnp.zeros(3)
+  state = {"params": {"encoder": leaf(), "projector": leaf(), "decoder": leaf()},
+           "batch_stats": {"projector": leaf()},
+           "teacher": {"params": {"encoder": leaf(), "projector": leaf()},
+                       "batch_stats": {"projector": leaf()}}}
+  schedule = official_ema_schedule(0.996, 1, 400)
+  _, metrics = methods.get("lut").after_update(c, state, 37, 100)
+  assert float(metrics["ema_momentum"]) == pytest.approx(schedule[4 * 37 + 3], abs=1e-7)
 
 
 def test_head_batchnorm_keeps_the_unbiased_running_variance():
