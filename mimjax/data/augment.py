@@ -34,6 +34,9 @@ BLUR_SIGMA = (0.1, 2.0)
 SOLARIZE_THRESHOLD = 128.0
 _BLUR_HALF = 6  # 3 sigma at the largest sigma: a fixed 13-tap kernel with dynamic weights
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601-2 luma, as PIL's convert('L')
+# libjpeg's accurate integer IDCT, PIL's: JPEGs then decode to PIL's pixels bit for bit. TF's
+# default, the fast IDCT, is 0.8 grey levels off them on average, for ~5% less decode time.
+JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
 
 
 def split_seed(seed, n: int):
@@ -154,7 +157,10 @@ def image_shape(data):
 
 def decode(data):
   """Any TF-supported format (JPEG, PNG, GIF first frame, BMP) -> uint8 RGB (H, W, 3)."""
-  image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  image = tf.cond(
+      tf.io.is_jpeg(data),
+      lambda: tf.io.decode_jpeg(data, channels=3, dct_method=JPEG_DCT_METHOD),
+      lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
   image.set_shape([None, None, 3])
   return image
 
@@ -167,7 +173,7 @@ def decode_and_crop(data, window_fn):
   """
   def jpeg():
     window = window_fn(tf.io.extract_jpeg_shape(data)[:2])
-    return tf.io.decode_and_crop_jpeg(data, window, channels=3)
+    return tf.io.decode_and_crop_jpeg(data, window, channels=3, dct_method=JPEG_DCT_METHOD)
 
   def other():
     image = decode(data)
