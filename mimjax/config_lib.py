@@ -80,6 +80,11 @@ def base_config(method: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.image_every_steps = 5000  # input / masked / reconstruction grids to TensorBoard; 0 = never
   c.init_from = ""  # a workdir or export dir to start from when the workdir has no checkpoint
+  # A jax.profiler trace of steps start_step ... start_step + num_steps - 1 (step 1 compiles)
+  # in WORKDIR/profile, for TensorBoard's profile plugin (mimjax/profiling.py); 0 steps = none.
+  c.profile = ml_collections.ConfigDict()
+  c.profile.num_steps = 0
+  c.profile.start_step = 10
   # Evaluators run during training: name -> evals.make_config(type, ...) (see mimjax/evals).
   c.evals = ml_collections.ConfigDict()
   methods.get(method).add_config(c)
@@ -148,6 +153,9 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
   _check(c.seed >= 0, "seed", f"{c.seed} must be >= 0")
   _check(c.image_every_steps >= 0, "image_every_steps", "must be >= 0 (0 = never)")
   _check(c.mesh.fsdp_min_size >= 0, "mesh.fsdp_min_size", "must be >= 0")
+  _check(c.profile.num_steps >= 0, "profile.num_steps", "must be >= 0 (0 = no trace)")
+  _check(c.profile.start_step >= 1, "profile.start_step",
+         f"{c.profile.start_step} must be >= 1 (step 1 is the first update)")
   if c.input.get("cache_dir"):
     _check(_creatable(c.input.cache_dir), "input.cache_dir",
            f"{c.input.cache_dir!r} cannot be created: give a writable directory (or '' for "

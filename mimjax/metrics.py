@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from mimjax import input_wait
 from mimjax import metric_files
 
 JSONL = metric_files.JSONL
@@ -51,8 +52,11 @@ class MetricsLogger:
     self._jsonl.write({"step": step, **scalars})
     eta = scalars.get("eta_seconds", math.inf)
     mfu = f"MFU {scalars['mfu']:.1%} | " if "mfu" in scalars else ""
+    waiting = scalars.get("input_wait_fraction", 0.0)
+    # Shown only when the run is input-bound (see input_wait.InputBoundWarning).
+    wait = f"input wait {waiting:.0%} | " if waiting > input_wait.INPUT_BOUND else ""
     print(f"step {step}/{self.total_steps} | loss {scalars['loss']:.4f} | "
-          f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | {mfu}"
+          f"lr {scalars['lr']:.2e} | {scalars['images_per_sec']:.0f} img/s | {mfu}{wait}"
           f"ETA {_format_duration(eta) if math.isfinite(eta) else '?'}", flush=True)
 
   def write_eval_scalars(self, step: int, scalars: dict[str, float]):

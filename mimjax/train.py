@@ -20,10 +20,12 @@ from mimjax import data
 from mimjax import errors
 from mimjax import evals
 from mimjax import flops
+from mimjax import input_wait
 from mimjax import methods
 from mimjax import metric_files
 from mimjax import metrics as metrics_lib
 from mimjax import optim
+from mimjax import profiling
 from mimjax import sharding
 from mimjax import step as step_lib
 from mimjax import storage
@@ -90,6 +92,13 @@ def _sum_over_processes(count: int) -> int:
   if jax.process_count() == 1:
     return count
   return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
+
+
+def _max_over_processes(value: float) -> float:
+  """The slowest host's figure: the others' devices wait for it in the step's collectives."""
+  if jax.process_count() == 1:
+    return value
+  return float(np.max(multihost_utils.process_allgather(np.float64(value))))
 
 
 class _Termination:
@@ -184,6 +193,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)))
     evaluators = evals.Evaluators(config, model, mesh)
     termination = cleanup.enter_context(contextlib.closing(_Termination()))
+    input_clock = cleanup.enter_context(contextlib.closing(input_wait.InputWaitClock()))
+    warn_if_input_bound = input_wait.InputBoundWarning(is_main)
+    profiler = cleanup.enter_context(profiling.StepProfiler(config, workdir, is_main))
 
     def check_finite(state):
       bad = int(state["nonfinite_at"])
@@ -201,20 +213,26 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         ckpt.save(step, state, config)
 
     for step in range(start_step, total_steps):
-      batch = next(batches)
-      if compiled_step is None:
-        lowered = built.step_fn.lower(state, batch)
-        compiled_step = lowered.compile()
-        utilization = _utilization(config, lowered, is_main)
-      state, step_metrics = compiled_step(state, batch)
       done = step + 1
+      with profiler.step(done):
+        batch = input_clock.next(batches)
+        if compiled_step is None:
+          lowered = built.step_fn.lower(state, batch)
+          compiled_step = lowered.compile()
+          utilization = _utilization(config, lowered, is_main)
+        state, step_metrics = compiled_step(state, batch)
+      input_clock.dispatched(step_metrics)  # the state is donated to the next step: not it
+      profiler.after_step(done, step_metrics)
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)
         scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
+        waiting = _max_over_processes(input_clock.fraction())
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
                                         corrupt_images_skipped=_sum_over_processes(batches.num_corrupt),
+                                        input_wait_fraction=waiting,
                                         **utilization.scalars(images_per_sec / batch_size)))
+        warn_if_input_bound(waiting)
       if method.image_key and config.image_every_steps and done % config.image_every_steps == 0:
         first = batch[method.image_key]
         grid = visualize(state["params"], first[:8], jax.random.key(done))

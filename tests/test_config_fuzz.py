@@ -103,6 +103,8 @@ RANGES = {
     "ckpt_every_steps": ("0", {}),
     "keep_checkpoints": ("0", {}),
     "image_every_steps": ("-1", {}),
+    "profile.num_steps": ("-1", {}),
+    "profile.start_step": ("0", {"profile.num_steps": "2"}),
 }
 WRONG_TYPE = {int: "1.5", float: "abc", bool: "maybe"}
 

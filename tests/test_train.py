@@ -23,7 +23,7 @@ def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
   train.train(tu.tiny_config(method, image_every_steps=2), workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
-  keys = {"step", "loss", "lr", "grad_norm", "images_per_sec"}
+  keys = {"step", "loss", "lr", "grad_norm", "images_per_sec", "input_wait_fraction"}
   if method == "lut":
     keys |= {"mae_loss", "bc_loss", "ema_momentum"}
   for r in rows:
@@ -50,6 +50,51 @@ def test_bfloat16_compute_with_remat_trains_lut(tmp_path):
   for step in (1, 2):
     assert losses16[step] == pytest.approx(losses32[step], rel=0.05)
   assert losses16 != losses32  # the compute dtype did change
+
+
+class _PacedBatches:
+  """The run's real batches, read ahead, then served at once or, on the `slow` fetches, late."""
+
+  def __init__(self, batches, steps: int, slow: range, delay: float = 0.5):
+    self._batches = [next(batches) for _ in range(steps)]  # the pipeline's own pace is not tested
+    self.num_corrupt = batches.num_corrupt
+    self._slow, self._delay, self._served = slow, delay, 0
+
+  def __next__(self):
+    self._served += 1
+    if self._served in self._slow:
+      time.sleep(self._delay)
+    return self._batches[self._served - 1]
+
+
+def test_input_wait_is_near_zero_with_fast_input_and_near_one_with_slow(tmp_path, monkeypatch,
+                                                                         capsys):
+  real = train.data.make_train_iterator
+  monkeypatch.setattr(train.data, "make_train_iterator",
+                      lambda *args, **kwargs: _PacedBatches(real(*args, **kwargs), 9, range(7, 10)))
+  train.train(tu.tiny_config("mae", total_steps=9, log_every_steps=3, ckpt_every_steps=9),
+              str(tmp_path))
+  rows = {r["step"]: r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))}
+  assert sorted(rows) == [3, 6, 9]
+  assert rows[6]["input_wait_fraction"] < 0.2  # batches at hand: the devices never wait
+  assert rows[9]["input_wait_fraction"] > 0.5  # 0.5 s per batch against a step of milliseconds
+  out = capsys.readouterr().out
+  before, after = out.split("step 9/9")
+  assert "input-bound" not in before and "input wait" not in before
+  assert after.startswith(" | ") and "| input wait " in after.splitlines()[0]
+  warnings = [line for line in after.splitlines() if "input-bound" in line]
+  assert len(warnings) == 1 and "input.fast_resize=True" in warnings[0], out
+  assert "input.shuffle_buffer" in warnings[0] and "input.num_threads" in warnings[0]
+
+
+def test_profile_writes_a_trace_of_the_chosen_steps(tmp_path, capsys):
+  workdir = str(tmp_path)
+  train.train(tu.tiny_config("mae", **{"profile.start_step": 2, "profile.num_steps": 2}),
+              workdir)
+  traces = list((tmp_path / "profile" / "plugins" / "profile").glob("*/*.xplane.pb"))
+  assert len(traces) == 1, list(tmp_path.rglob("*"))
+  assert tu.traced_steps(traces[0]) == {2, 3}
+  assert f"Profile of steps 2-3: {workdir}/profile" in capsys.readouterr().out
 
 
 def test_resume_in_a_workdir_continues_exactly(tmp_path):

@@ -101,3 +101,12 @@ def losses(workdir: str) -> dict[int, float]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def traced_steps(xplane) -> set[int]:
+  """The step numbers of the trainer's step marks in a jax.profiler trace (`*.xplane.pb`, an
+  epath.Path or a local pathlib.Path)."""
+  from jax import profiler  # pylint: disable=g-import-not-at-top
+  data = profiler.ProfileData.from_serialized_xspace(xplane.read_bytes())
+  return {dict(event.stats)["step_num"] for plane in data.planes for line in plane.lines
+          for event in line.events if event.name == "train"}

@@ -19,7 +19,7 @@ from mimjax.sweeps import trials as trials_lib
 # What the trainer logs every `log_every_steps`; anything else in metrics.jsonl is an eval metric.
 TRAINING_KEYS = frozenset({"step", "loss", "lr", "grad_norm", "images_per_sec", "eta_seconds",
                            "corrupt_images_skipped", "mae_loss", "bc_loss", "ema_momentum",
-                           "tflops_per_device", "mfu"})
+                           "tflops_per_device", "mfu", "input_wait_fraction"})
 CSV_NAME, PNG_NAME = "report.csv", "report.png"
 
 

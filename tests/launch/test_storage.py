@@ -52,6 +52,18 @@ def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   np.testing.assert_allclose(from_gs.encode(images), local.encode(images), rtol=1e-5, atol=1e-5)
 
 
+def test_profile_on_a_gs_workdir_is_copied_there(gcs, capsys):
+  """The trace is written locally (TensorFlow's storage client cannot reach the emulator) and
+  copied in; a run that ends inside the profile's window keeps the steps it traced."""
+  workdir = f"{BUCKET}/profiled"
+  train.train(tu.tiny_config("mae", total_steps=3, **{"profile.start_step": 2,
+                                                        "profile.num_steps": 10}), workdir)
+  traces = list(storage.path(f"{workdir}/profile").glob("plugins/profile/*/*.xplane.pb"))
+  assert len(traces) == 1
+  assert tu.traced_steps(traces[0]) == {2, 3}
+  assert f"Profile of steps 2-3: {workdir}/profile" in capsys.readouterr().out
+
+
 def test_storage_outage_during_saves_is_retried_through(gcs):
   workdir = f"{BUCKET}/outage"
   run = lu.start(tu.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
