@@ -151,3 +151,12 @@ def test_export_to_an_output_that_cannot_be_created(tmp_path):
 def test_export_from_a_path_that_does_not_exist(tmp_path):
   with pytest.raises(errors.PathNotFoundError, match="is not a directory: give a training workdir"):
     export_workdir_lib.export_workdir(str(tmp_path / "nothing"), None, "hf", str(tmp_path / "out"))
+
+
+def test_analyze_refuses_a_negative_number_of_map_images_in_one_line(tmp_path):
+  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analyze_cli", "--model",
+                       str(tmp_path / "nothing"), "--out", str(tmp_path / "out"),
+                       "--num_map_images=-1"])
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  lines = _error_lines(result.stderr, "mimjax-analyze")
+  assert lines == ["mimjax-analyze: error: flag --num_map_images=-1: -1 is not a non-negative integer"], lines

@@ -134,6 +134,17 @@ def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
   assert "registers" not in numbers["plain"]["token_norms"][0]
 
 
+def test_analyze_with_no_map_images_draws_no_attention_maps(trained, tmp_path):
+  _, workdir, _ = trained
+  out = tmp_path / "analysis"
+  numbers = analyze.analyze([workdir], ["plain"], str(out), num_images=8, batch_size=8,
+                            num_map_images=0)
+  written = set(os.listdir(out))
+  assert {"analysis.json", "comparison.png"} <= written
+  assert not any(name.startswith("attention_") for name in written)
+  assert numbers["plain"]["num_images"] == 8
+
+
 def test_analyze_heads_flag():
   assert analyze.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
   assert analyze.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]

@@ -51,10 +51,10 @@ def load_images(input_cfg, split: str, num_images: int):
 
 def analyze_model(model, params, images, *, batch_size: int, heads, num_registers: int,
                   num_map_images: int) -> dict:
-  """All analyses of one encoder on uint8 `images`; a JSON-ready dict plus arrays for figures."""
+  """All analyses of one encoder on uint8 `images`; a JSON-ready dict plus arrays for figures.
 
-
-
+  `maps` is None when `num_map_images` is 0 (no attention-map figure).
+  """
   patch = model.patch
   grid = (images.shape[1] // patch, images.shape[2] // patch)
   prefix = 1 + num_registers
@@ -88,7 +88,7 @@ def analyze_model(model, params, images, *, batch_size: int, heads, num_register
       num_registers=num_registers, patch=patch, image_size=int(images.shape[1]),
       num_images=int(len(images)),
       # For the figures only (not written to JSON).
-      images=images[:num_map_images], maps=np.stack(maps), heads=heads)
+      images=images[:num_map_images], maps=np.stack(maps) if maps else None, heads=heads)
 
 
 def _cls_map(attn, prefix: int, grid):
@@ -112,8 +112,6 @@ def analyze(models, names, out_dir, *, dataset="offline_photos", folder="", data
             split="train", num_images=160, batch_size=16, image_size=0, heads=(),
             num_map_images=4):
   """Runs every analysis on each model and writes the figures and analysis.json into out_dir."""
-
-
   names = _names(models, names)
   loaded = [api.load_pretrained(m) for m in models]  # bad paths fail before any work
   results = {}
@@ -140,7 +138,8 @@ def analyze(models, names, out_dir, *, dataset="offline_photos", folder="", data
   plots.entropy(results, os.path.join(out_dir, "entropy.png"))
   plots.token_norms(results, os.path.join(out_dir, "token_norms.png"))
   for name, r in results.items():
-    plots.attention_maps(name, r, os.path.join(out_dir, f"attention_{name}.png"))
+    if r["maps"] is not None:
+      plots.attention_maps(name, r, os.path.join(out_dir, f"attention_{name}.png"))
   numbers = {name: {k: v for k, v in r.items() if k not in ("images", "maps")}
              for name, r in results.items()}
   with open(os.path.join(out_dir, "analysis.json"), "w") as f:

@@ -36,7 +36,8 @@ flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
 flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.")
 flags.DEFINE_list("heads", [], "LAYER:HEAD pairs for the attention maps; default: every head "
                   "of the last layer.")
-flags.DEFINE_integer("num_map_images", 4, "Images in each attention-map figure.")
+flags.DEFINE_integer("num_map_images", 4, "Images in each attention-map figure (0: no figure).",
+                     lower_bound=0)
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["model", "out"])
 FLAGS = flags.FLAGS
