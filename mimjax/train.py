@@ -88,17 +88,13 @@ def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   return state
 
 
-def _sum_over_processes(count: int) -> int:
+def _over_processes(corrupt: int, waiting: float) -> tuple[int, float]:
+  """(corrupt images skipped by every process, the slowest host's input wait: the others'
+  devices wait for it in the step's collectives), in one exchange."""
   if jax.process_count() == 1:
-    return count
-  return int(np.sum(multihost_utils.process_allgather(np.int64(count))))
-
-
-def _max_over_processes(value: float) -> float:
-  """The slowest host's figure: the others' devices wait for it in the step's collectives."""
-  if jax.process_count() == 1:
-    return value
-  return float(np.max(multihost_utils.process_allgather(np.float64(value))))
+    return corrupt, waiting
+  gathered = multihost_utils.process_allgather(np.array([corrupt, waiting], np.float64))
+  return int(gathered[:, 0].sum()), float(gathered[:, 1].max())
 
 
 class _Termination:
@@ -227,9 +223,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         check_finite(state)
         scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
-        waiting = _max_over_processes(input_clock.fraction())
+        corrupt, waiting = _over_processes(batches.num_corrupt, input_clock.fraction())
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
-                                        corrupt_images_skipped=_sum_over_processes(batches.num_corrupt),
+                                        corrupt_images_skipped=corrupt,
                                         input_wait_fraction=waiting,
                                         **utilization.scalars(images_per_sec / batch_size)))
         warn_if_input_bound(waiting)

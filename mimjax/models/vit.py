@@ -2,8 +2,8 @@
 
 Fine-tuning learns the table instead (`learned_pos`), starting from the same sin-cos values.
 
-Parameters are float32; the compute dtype is a module attribute. Attention goes through
-`jax.nn.dot_product_attention`, so a fused kernel can be chosen with `attention_impl`.
+Parameters are float32; the compute dtype is a module attribute. XLA computes attention
+(`attend`) unless `attention_impl='cudnn'` picks jax.nn.dot_product_attention's fused kernel.
 """
 import dataclasses
 import re
