@@ -9,22 +9,16 @@ are summed over the threads and devices that ran them: on a CPU XLA's threads (`
 op: total milliseconds, share of all op time and number of events; then the same summed by kind
 (the op name's stem: `ynn_fusion.12` -> `ynn_fusion`). On a CPU, ops overlap (an op's own
 threads are not traced apart from it), so the shares say where time goes, not how busy the
-cores were. Needs TensorFlow (its copy of the XPlane protobuf), which the pinned install has.
+cores were. Reads traces with jax.profiler.ProfileData, as the tests do (no TensorFlow).
 """
 from __future__ import annotations
 
 import argparse
 import collections
-import os
 import pathlib
 import re
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from mimjax import tf_env  # pylint: disable=unused-import  (quiet TensorFlow's start-up)
-from tensorflow.tsl.profiler.protobuf import xplane_pb2
+from jax import profiler
 
 
 def is_op_line(plane_name: str, line_name: str) -> bool:
@@ -35,33 +29,27 @@ def is_op_line(plane_name: str, line_name: str) -> bool:
   return plane_name.startswith("/device:") and line_name == "XLA Ops"
 
 
-def read_planes(trace_dir: str) -> list[xplane_pb2.XPlane]:
-  planes = []
+def read_planes(trace_dir: str) -> list:
   files = sorted(pathlib.Path(trace_dir).rglob("*.xplane.pb"))
   if not files:
     raise SystemExit(f"top_ops: error: no *.xplane.pb under {trace_dir}: pass the folder a "
                      "jax.profiler trace was written to")
-  for path in files:
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(path.read_bytes())
-    planes.extend(space.planes)
-  return planes
+  return [plane for path in files
+          for plane in profiler.ProfileData.from_serialized_xspace(path.read_bytes()).planes]
 
 
 def op_times(planes) -> dict[str, list[float]]:
-  """op name -> [total picoseconds, event count], over every op line of every plane."""
+  """op name -> [total nanoseconds, event count], over every op line of every plane."""
   totals = collections.defaultdict(lambda: [0.0, 0])
   for plane in planes:
-    names = {i: m.name for i, m in plane.event_metadata.items()}
     for line in plane.lines:
       if not is_op_line(plane.name, line.name):
         continue
       for event in line.events:
-        name = names.get(event.metadata_id, "?")
-        if "::" in name:  # the runtime's own spans (ThunkExecutor::Execute) enclose the ops
+        if "::" in event.name:  # the runtime's own spans (ThunkExecutor::Execute) enclose the ops
           continue
-        entry = totals[name]
-        entry[0] += event.duration_ps
+        entry = totals[event.name]
+        entry[0] += event.duration_ns
         entry[1] += 1
   return totals
 
@@ -81,17 +69,17 @@ def main():
   totals = op_times(read_planes(args.trace_dir))
   if not totals:
     raise SystemExit(f"top_ops: error: the trace under {args.trace_dir} has no XLA op events")
-  all_ps = sum(t for t, _ in totals.values())
+  all_ns = sum(t for t, _ in totals.values())
   by_kind = collections.Counter()
-  for name, (ps, _) in totals.items():
-    by_kind[kind_of(name)] += ps
-  print(f"{len(totals)} ops, {all_ps / 1e9:.1f} ms of op time in all (summed over threads)")
+  for name, (ns, _) in totals.items():
+    by_kind[kind_of(name)] += ns
+  print(f"{len(totals)} ops, {all_ns / 1e6:.1f} ms of op time in all (summed over threads)")
   print(f"{'ms':>10} {'share':>6} {'events':>7}  op")
-  for name, (ps, count) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:args.top]:
-    print(f"{ps / 1e9:10.1f} {ps / all_ps:6.1%} {count:7d}  {name}")
+  for name, (ns, count) in sorted(totals.items(), key=lambda kv: -kv[1][0])[:args.top]:
+    print(f"{ns / 1e6:10.1f} {ns / all_ns:6.1%} {count:7d}  {name}")
   print("\nby kind:")
-  for kind, ps in by_kind.most_common(10):
-    print(f"{ps / 1e9:10.1f} {ps / all_ps:6.1%}  {kind}")
+  for kind, ns in by_kind.most_common(10):
+    print(f"{ns / 1e6:10.1f} {ns / all_ns:6.1%}  {kind}")
 
 
 if __name__ == "__main__":
