@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import torch
 
+from mimjax import config_lib
 from mimjax.models import vit
-
-DECODER_WIDTH, DECODER_HEADS = 512, 16  # the MAE recipe's decoder (models/mae.py defaults)
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -93,20 +92,22 @@ def main():
     spec = vit.decode_variant(args.variant)
   except ValueError as e:
     parser.error(str(e))
+  recipe = config_lib.base_config("mae").model  # the decoder and mask ratio MAE trains with
   patches = (args.image_size // spec.patch) ** 2
-  kept = 1 + int(patches * 0.25)  # cls + the 25% a 0.75 mask ratio keeps
+  kept = 1 + int(patches * (1 - recipe.mask_ratio))  # cls + the patches the mask keeps
   print(f"MAE {args.variant} {args.image_size}px, batch {args.batch_size}, float32, "
         f"jax {jax.__version__} ({jax.devices()[0].device_kind}), torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
   print(f"{'op':58s} {'XLA':>8s} {'torch':>8s} {'XLA/torch':>9s}")
   encoder = (args.batch_size * kept, spec.width)
-  decoder = (args.batch_size * (1 + patches), DECODER_WIDTH)
+  decoder = (args.batch_size * (1 + patches), recipe.decoder_width)
   for name, (tokens, width) in (("encoder", encoder), ("decoder", decoder)):
     for out, layer in ((3 * width, "qkv"), (4 * width, "fc1")):
       for label, xla, ref in matmul_rows(f"{name} {layer}", tokens, width, out, args.repeats):
         print(f"{label:58s} {xla:6.0f} GF/s {ref:4.0f} GF/s {xla / ref:6.2f}x")
   for name, length, width, heads in (("encoder", kept, spec.width, spec.heads),
-                                     ("decoder", 1 + patches, DECODER_WIDTH, DECODER_HEADS)):
+                                     ("decoder", 1 + patches, recipe.decoder_width,
+                                      recipe.decoder_heads)):
     label, xla, ref = attention_row(name, args.batch_size, length, width, heads, args.repeats)
     print(f"{label:58s} {xla:6.1f} ms   {ref:4.1f} ms   {ref / xla:6.2f}x")
 
