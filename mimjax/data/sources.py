@@ -138,6 +138,19 @@ def list_images(root: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str,
   return tuple(found), labels, classes
 
 
+# tfds names the held-out split 'validation', ImageNet-style folders name it 'val': either name
+# finds either folder, so evaluators' default split works on both.
+_ALIASES = {'validation': 'val', 'val': 'validation'}
+
+
+def _split_folder(root: str, base: str) -> str | None:
+  """The subfolder of root that holds split `base` (itself or its alias), or None."""
+  for name in (base, _ALIASES.get(base)):
+    if name and tf.io.gfile.isdir(os.path.join(root, name)):
+      return name
+  return None
+
+
 class FileSource:
   """Image files with random access by index; see the module docstring for the order."""
 
@@ -147,12 +160,17 @@ class FileSource:
     base, start, stop = _parse_split(split)
     if not tf.io.gfile.isdir(root):
       raise DataConfigError(f'Image folder {root!r} does not exist (config.folder).')
-    if tf.io.gfile.isdir(os.path.join(root, base)):
-      root = os.path.join(root, base)  # an ImageNet-style layout: root/train, root/val
+    folder = _split_folder(root, base)
+    if folder:
+      root = os.path.join(root, folder)  # an ImageNet-style layout: root/train, root/val
     elif base != 'train':
+      subfolders = sorted(d.rstrip('/') for d in tf.io.gfile.listdir(root)
+                          if tf.io.gfile.isdir(os.path.join(root, d)))
       raise DataConfigError(
-          f'Split {split!r} not found: no folder {os.path.join(root, base)!r}. For a folder '
-          "dataset, 'train' means every image in the folder.")
+          f'Split {split!r} not found: no folder {os.path.join(root, base)!r}'
+          f'{" (nor " + repr(_ALIASES[base]) + ")" if base in _ALIASES else ""}; its subfolders: '
+          f"{subfolders or 'none'}. For a folder dataset, 'train' means every image in the "
+          'folder unless it has a train/ subfolder.')
     paths, labels, self.classes = list_images(root)
     if not paths:
       raise DataConfigError(f'Image folder {root!r} holds no images ({"/".join(IMAGE_EXTENSIONS)}).')

@@ -7,7 +7,7 @@ import pytest
 
 from mimjax import data
 
-from tests.data.datatest_helpers import make_cfg, take
+from tests.data.datatest_helpers import make_cfg, take, write_folder
 
 
 def host(cfg, method='mae', start=0, count=1, **kw):
@@ -41,6 +41,21 @@ def test_missing_split(image_folder, tfds_data_dir):
     data.validate_config(cfg, 'mae')
   with pytest.raises(data.DataConfigError, match='not a split name'):
     data.validate_config(make_cfg(split='train[::2]'), 'mae')
+
+
+def test_imagenet_layout_val_folder_is_the_validation_split(tmp_path):
+  root = tmp_path / 'imagenet_style'
+  write_folder(str(root / 'train'), np.random.default_rng(0), num_classes=2, per_class=4)
+  write_folder(str(root / 'val'), np.random.default_rng(1), num_classes=2, per_class=2)
+  for split in ('validation', 'val'):  # the evaluators' default name finds val/
+    source = data.sources.get_source(make_cfg(dataset='folder', folder=str(root)), split)
+    assert source.num_examples == 4
+    assert all(os.sep + 'val' + os.sep in p for p in source.paths)
+  assert data.sources.get_source(make_cfg(dataset='folder', folder=str(root)),
+                                 'train').num_examples == 8
+  with pytest.raises(data.DataConfigError,
+                     match=r"Split 'test' not found.*subfolders: \['train', 'val'\]"):
+    data.sources.get_source(make_cfg(dataset='folder', folder=str(root)), 'test')
 
 
 def test_unprepared_tfds_dataset_is_never_downloaded(tmp_path, no_network):
