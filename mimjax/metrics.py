@@ -9,6 +9,7 @@ import numpy as np
 
 from mimjax import input_wait
 from mimjax import metric_files
+from mimjax.evals import registry as evals_registry
 
 JSONL = metric_files.JSONL
 
@@ -32,7 +33,9 @@ class MetricsLogger:
     self._last = (time.monotonic(), start_step)
     if not is_main:
       return
-    self._jsonl = metric_files.JsonLines(workdir, start_step)
+    # A run from step 0 keeps no row of an attempt that stopped before its first checkpoint (that
+    # attempt's step-0 evaluation included): it logs its own.
+    self._jsonl = metric_files.JsonLines(workdir, start_step if start_step else -1)
     self._writer = metric_files.TensorBoard(workdir)
 
   def throughput(self, step: int, images_per_step: int) -> tuple[float, float]:
@@ -60,14 +63,21 @@ class MetricsLogger:
           f"ETA {_format_duration(eta) if math.isfinite(eta) else '?'}", flush=True)
 
   def write_eval_scalars(self, step: int, scalars: dict[str, float]):
-    """Evaluator results ('knn/top1', 'knn/seconds', ...): TensorBoard, metrics.jsonl, console."""
+    """Evaluator results ('knn/top1', 'knn/top1_gain', 'knn/seconds', ...): TensorBoard,
+    metrics.jsonl, and the console, where a score with a gain shows its step-0 value beside it."""
     if not self.is_main or not scalars:
       return
     scalars = {k: float(v) for k, v in scalars.items()}
     self._writer.write_scalars(step, scalars)
     self._jsonl.write({"step": step, **scalars})
-    print(f"step {step}/{self.total_steps} | " +
-          " | ".join(f"{k} {v:.4g}" for k, v in scalars.items()), flush=True)
+    shown = []
+    for k, v in scalars.items():
+      gain = scalars.get(k + evals_registry.GAIN_SUFFIX)
+      if gain is not None:
+        shown.append(f"{k} {v:.4g} (step 0: {v - gain:.4g}, {gain:+.4g})")
+      elif not k.endswith(evals_registry.GAIN_SUFFIX):
+        shown.append(f"{k} {v:.4g}")
+    print(f"step {step}/{self.total_steps} | " + " | ".join(shown), flush=True)
 
   def write_images(self, step: int, images: dict[str, np.ndarray]):
     if self.is_main:

@@ -188,6 +188,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
     writer = cleanup.enter_context(contextlib.closing(
         metrics_lib.MetricsLogger(workdir, total_steps, start_step, is_main)))
     evaluators = evals.Evaluators(config, model, mesh)
+    if start_step == 0:  # the random (or init_from) encoder's scores: each run's own baseline
+      writer.write_eval_scalars(0, evaluators.run_at_start(state["params"]))
+    elif is_main:  # a resumed run's gains are against the step-0 row it logged (process 0's)
+      evaluators.remember_start(metric_files.read(workdir))
     termination = cleanup.enter_context(contextlib.closing(_Termination()))
     input_clock = cleanup.enter_context(contextlib.closing(input_wait.InputWaitClock()))
     warn_if_input_bound = input_wait.InputBoundWarning(is_main)

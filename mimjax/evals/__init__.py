@@ -14,7 +14,8 @@
   analyze.py, plots.py  mimjax-analyze's work and figures (analyze_cli.py: the command)
   cli.py              mimjax-eval: kNN or linear probe of a workdir or an export
 
-The trainer calls `Evaluators(config, model, mesh)` once and `maybe_run(...)` after each step.
+The trainer calls `Evaluators(config, model, mesh)` once, `run_at_start(...)` before the first
+update (or `remember_start(...)` on resuming) and `maybe_run(...)` after each step.
 """
 import time
 
@@ -22,9 +23,9 @@ from mimjax.evals import classification  # noqa: F401  (registers "classificatio
 from mimjax.evals import knn  # noqa: F401  (registers "knn")
 from mimjax.evals import linear_probe  # noqa: F401  (registers "linear_probe")
 from mimjax.evals import reconstruction  # noqa: F401  (registers "reconstruction")
-from mimjax.evals.registry import get, make_config, names, register
+from mimjax.evals.registry import GAIN_SUFFIX, get, make_config, names, register
 
-__all__ = ["Evaluators", "get", "make_config", "names", "register", "validate"]
+__all__ = ["Evaluators", "GAIN_SUFFIX", "get", "make_config", "names", "register", "validate"]
 
 
 def _entries(config):
@@ -52,22 +53,47 @@ def validate(config, num_processes: int, num_devices: int):
 
 
 class Evaluators:
-  """The evaluators of `config.evals`, built once; `maybe_run` runs those due at a step."""
+  """The evaluators of `config.evals`, built once; `maybe_run` runs those due at a step.
+
+  `at_start` holds the step-0 scores ('NAME/SCALAR' -> value), the reference of every later
+  score's gain: measured by `run_at_start`, or read back by `remember_start` on a resumed run.
+  """
 
   def __init__(self, config, model, mesh):
     self.entries = [(name, e, get(e.type)(config, e, model, mesh))
                     for name, e in _entries(config) if e.every_steps != -1]
+    self.at_start: dict[str, float] = {}
 
   def due(self, step: int, total_steps: int) -> list:
     return [(name, evaluator) for name, e, evaluator in self.entries
             if step == total_steps or (e.every_steps > 0 and step % e.every_steps == 0)]
 
+  def run_at_start(self, params) -> dict[str, float]:
+    """The results at step 0 of the evaluators with `at_start`, kept as the gains' reference."""
+    out = self._run([(name, evaluator) for name, e, evaluator in self.entries if e.at_start],
+                    params, 0)
+    self.at_start = out
+    return out
+
+  def remember_start(self, rows: list[dict]):
+    """A resumed run's reference: the step-0 row of its metrics (a workdir from before step-0
+    evaluation has none, and its results carry no gain)."""
+    self.at_start = {k: v for row in rows if row["step"] == 0 for k, v in row.items()
+                     if k != "step"}
+
   def maybe_run(self, params, step: int, total_steps: int) -> dict[str, float]:
-    """{'NAME/SCALAR': value, 'NAME/seconds': cost} of the evaluators due at `step` (or {})."""
+    """{'NAME/SCALAR': value, 'NAME/SCALAR_gain': value - step 0's, 'NAME/seconds': cost} of
+    the evaluators due at `step` (or {})."""
+    return self._run(self.due(step, total_steps), params, step)
+
+  def _run(self, due, params, step: int) -> dict[str, float]:
     out = {}
-    for name, evaluator in self.due(step, total_steps):
+    for name, evaluator in due:
       start = time.perf_counter()
-      scalars = evaluator.run(params, step)
-      out.update({f"{name}/{k}": float(v) for k, v in scalars.items()})
+      scalars = {f"{name}/{k}": float(v) for k, v in evaluator.run(params, step).items()}
+      out.update(scalars)
       out[f"{name}/seconds"] = time.perf_counter() - start
+      if step:  # the evaluator's own scores have a gain, its cost has none
+        out.update({key + GAIN_SUFFIX: value - self.at_start[key]
+                    for key, value in scalars.items() if key in self.at_start})
     return out

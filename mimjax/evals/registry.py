@@ -11,7 +11,9 @@ An evaluator is a class registered under a type name:
 `DEFAULTS` extends the keys every evaluator has (`COMMON`); `validate(config, eval_config,
 num_processes, num_devices)`, when a class has it, checks its values before anything compiles.
 The trainer prefixes each scalar with the evaluator's name (`knn/top1`) and adds its cost
-(`knn/seconds`).
+(`knn/seconds`). An evaluator with `at_start` also runs at step 0, before the first update, and
+every later result carries its gain over that step-0 value (`knn/top1_gain`, the latest minus step
+0's: a loss's gain is negative when it fell): each run measures its own random-init baseline.
 """
 from typing import Any, Callable
 
@@ -21,12 +23,16 @@ import ml_collections
 COMMON = dict(
     type="",
     every_steps=0,     # 0: only at the end of training
+    at_start=True,     # also at step 0 (before the first update): the reference of the gains
     dataset="",        # as config.input.dataset ('' = config.input's)
     folder="",
     data_dir="",
     batch_size=0,      # global eval batch (0 = config.input.batch_size)
     image_size=0,      # 0 = config.input.image_size
 )
+
+# `NAME/SCALAR` + GAIN_SUFFIX: the scalar minus its step-0 value.
+GAIN_SUFFIX = "_gain"
 
 _REGISTRY: dict[str, type] = {}
 
