@@ -40,7 +40,9 @@ setuptools.setup(
     name="mimjax",
     version="0.1.0",
     description="Masked image modeling (MAE, LUT) pre-training of vision transformers in JAX/Flax",
-    packages=setuptools.find_packages(include=["mimjax", "mimjax.*"]),
+    # configs/ too: a config file loaded by path (--config /any/dir/configs/lut.py) imports
+    # what it builds on (`from configs import common`) from any working directory.
+    packages=setuptools.find_packages(include=["mimjax", "mimjax.*", "configs"]),
     python_requires=">=3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

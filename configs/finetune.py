@@ -24,6 +24,7 @@ The demo fine-tunes on the bundled offline photos (20 classes; train[:75%] / tra
   mimjax-train --config configs/finetune.py:demo --config.init_from=workdirs/mae_demo \
       --workdir workdirs/ft_demo
 """
+from configs import common
 from mimjax import config_lib
 from mimjax import evals
 
@@ -37,8 +38,7 @@ MAE_RECIPES = {
 
 
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg)
-  config_lib.check_args(args, ("demo", "variant", "dataset", "recipe"))
+  args = common.parse(arg, common.ARGS + ("recipe",))
   c = config_lib.base_config("finetune")
   variant = args.get("variant", "B/16")
   config_lib.set_variant(c, variant)
@@ -47,11 +47,13 @@ def get_config(arg=None):
   c.input.dataset = args.get("dataset", "imagenet2012")
   c.input.batch_size = 1024  # 32 per GPU x 32 GPUs
   c.input.image_size = 224
-  c.input.fast_resize = False
-  c.input.eval_crop_fraction = 224 / 256
-  c.input.randaugment = "rand-m9-mstd0.5-inc1"
-  c.model.num_classes = 1000
+  c.input.fast_resize = False  # PIL's antialiased bicubic, as torchvision on PIL images
+  c.input.eval_crop_fraction = 224 / 256  # resize 256, centre crop 224 (util/datasets.py)
+  c.input.randaugment = "rand-m9-mstd0.5-inc1"  # FINETUNE.md --aa
+  c.model.num_classes = 1000  # ImageNet-1K
   c.model.drop_path = drop_path
+  c.model.global_pool = True  # main_finetune.py's default: average pooling + fc_norm
+  c.model.learn_pos_embed = True  # timm's pos_embed parameter, loaded from the sin-cos table
   c.model.dtype = "bfloat16"  # mixed precision, as FINETUNE.md's runs (parameters float32)
   c.optim.base_lr = blr
   c.optim.lr_rule = "linear"
@@ -62,6 +64,9 @@ def get_config(arg=None):
   c.optim.decay_cls = False  # main_finetune's no_weight_decay list: cls_token, pos_embed
   c.optim.layer_decay = layer_decay
   c.optim.accum_steps = 1
+  c.optim.grad_clip_norm = 0.0  # main_finetune.py's --clip_grad: None
+  # FINETUNE.md's --smoothing 0.1 --mixup 0.8 --cutmix 1.0 --reprob 0.25 (switch 0.5 and
+  # probability 1 are main_finetune.py's defaults).
   c.finetune.label_smoothing = 0.1
   c.finetune.mixup, c.finetune.cutmix = 0.8, 1.0
   c.finetune.mixup_prob, c.finetune.mixup_switch_prob = 1.0, 0.5
@@ -77,20 +82,15 @@ def get_config(arg=None):
   elif recipe != "mae":
     raise config_lib.ConfigError(f"recipe={recipe!r}: use recipe=mae or recipe=lut")
   if "demo" in args:
-    # nano/8 on the bundled photos, to follow `configs/mae.py:demo`: minutes on 2 CPU cores.
-    c.input.dataset = "offline_photos"
+    # nano/8 on the bundled photos, as the pre-training demo: minutes on 2 CPU cores.
+    common.demo(c)
     c.input.split = "train[:75%]"
     c.evals.val.split = "train[75%:]"
-    c.input.batch_size = 32
-    c.input.image_size = 64
-    c.model.variant = "nano/8"
-    c.model.dtype = "float32"  # as configs/mae.py's demo
     c.model.num_classes = 20
     c.model.drop_path = 0.1
     c.optim.base_lr = 1e-3 * 256 / 32  # a peak lr of 1e-3
     c.optim.layer_decay = 0.75
     c.total_steps = 150
     c.evals.val.every_steps = 50
-    c.log_every_steps = 10
     c.ckpt_every_steps = 50
   return c.lock()

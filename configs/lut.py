@@ -12,40 +12,24 @@ The demo (a small ViT on the bundled offline photos, a few minutes on 2 CPU core
 
 Any key can be overridden: --config.total_steps=1000 --config.lut.bc_weight=0.5
 """
-import importlib.util
-import os
-
+from configs import common
 from mimjax import config_lib
 
 
-def _mae_config():
-  """configs/mae.py, loaded by path: config files are not a package."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mae.py")
-  spec = importlib.util.spec_from_file_location("mimjax_configs_mae", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(arg=None):
-  args = config_lib.parse_arg(arg)
-  config_lib.check_args(args, ("demo", "variant", "dataset"))
-  mae = _mae_config()
+  args = common.parse(arg)
   c = config_lib.base_config("lut")
-  mae.pretraining_recipe(c)
-  c.optim.lr_rule = "sqrt"  # lr = base_lr * sqrt(batch) / 4: MAE's value at 4096
+  common.pretraining_recipe(c)
+  c.optim.lr_rule = "sqrt"  # lr = base_lr * sqrt(batch) / 4: MAE's value at 4096 (main_lut.py)
   # The official run's micro-batches of 1024 (SyncBN over 8 GPUs x 128): the heads' BatchNorm
   # sees 1024 images and updates its statistics 8 times per step (2 views x 4 micro-batches).
   c.optim.accum_steps = 4
-  c.model.head_hidden = 4096
-  c.lut.bc_weight = 0.25
-  c.lut.ema_base = 0.996
+  c.model.head_hidden = 4096  # projector and predictor 768 -> 4096 -> 768 (docs/PRETRAIN.md)
+  c.lut.bc_weight = 0.25  # docs/PRETRAIN.md
+  c.lut.ema_base = 0.996  # the teacher's momentum, 0.996 -> 1 over training (docs/PRETRAIN.md)
   if "demo" in args:
-    mae.demo(c)
+    common.pretraining_demo(c)
     c.model.head_hidden = 256
     c.optim.base_lr = 7e-4  # a peak lr of 1e-3 at batch 32
-  if "variant" in args:
-    config_lib.set_variant(c, args["variant"])
-  if "dataset" in args:
-    c.input.dataset = args["dataset"]
+  common.apply_args(c, args)
   return c.lock()

@@ -1,5 +1,5 @@
 """Helpers for trainer tests: tiny configs and the CLI in a subprocess."""
-import importlib.util
+import importlib
 import json
 import os
 import socket
@@ -10,12 +10,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(method: str, arg: str | None = None):
-  """configs/{method}.py's get_config(arg), as the CLI would load it."""
-  spec = importlib.util.spec_from_file_location(
-      f"configs_{method}", os.path.join(ROOT, "configs", f"{method}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  """configs/{method}.py's get_config(arg), the config the CLI loads."""
+  return importlib.import_module(f"configs.{method}").get_config(arg)
 
 
 def tiny_config(method: str, **overrides):

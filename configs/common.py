@@ -1,0 +1,74 @@
+"""What the recipes share: MAE's pre-training recipe (MAE and LUT), the CPU demo, the arguments.
+
+Each recipe value has one home. `mimjax.config_lib.base_config` and the methods' `add_config`
+hold the schema: every key with its type and a neutral default (off, empty, or small and safe;
+never a published value). `configs/*.py` hold every published value, each with its source (the
+paper or the official code) in a short comment: this module what the recipes share, each
+method's file its own. Change a recipe here, never in the schema; a new recipe is a new file
+that imports this one (`from configs import common`).
+"""
+from mimjax import config_lib
+from mimjax import evals
+
+ARGS = ("demo", "variant", "dataset")  # what every recipe's `get_config(arg)` accepts
+
+
+def parse(arg, allowed=ARGS) -> dict[str, str]:
+  """`get_config`'s argument ('variant=B/16,dataset=imagenet2012', 'demo'), checked."""
+  args = config_lib.parse_arg(arg)
+  config_lib.check_args(args, allowed)
+  return args
+
+
+def apply_args(c, args) -> None:
+  """`variant=` and `dataset=`, over the recipe (and the demo)."""
+  if "variant" in args:
+    config_lib.set_variant(c, args["variant"])
+  if "dataset" in args:
+    c.input.dataset = args["dataset"]
+
+
+def pretraining_recipe(c):
+  """The hyper-parameters MAE and LUT share (MAE's main_pretrain.py / PRETRAIN.md, ViT-B)."""
+  c.epochs = 1600  # the paper's headline runs; PRETRAIN.md's example command uses 800
+  c.input.dataset = "imagenet2012"
+  c.input.batch_size = 4096  # 64 per GPU x 64 GPUs
+  c.input.image_size = 224
+  c.input.fast_resize = False  # PIL's antialiased bicubic, as torchvision on PIL images
+  c.model.variant = "B/16"
+  # Mixed precision, as the official runs (torch.cuda.amp): bfloat16 compute, float32
+  # parameters and optimizer state; bfloat16 needs no loss scaling.
+  c.model.dtype = "bfloat16"
+  c.model.mask_ratio = 0.75  # PRETRAIN.md --mask_ratio
+  c.model.norm_pix_loss = True  # PRETRAIN.md --norm_pix_loss
+  # models_mae.py's mae_vit_*: decoder_embed_dim, decoder_depth, decoder_num_heads.
+  c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 512, 8, 16
+  c.optim.base_lr = 1.5e-4  # PRETRAIN.md --blr
+  c.optim.warmup_epochs = 40  # PRETRAIN.md --warmup_epochs
+  c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.95, 1e-8  # main_pretrain.py's AdamW betas
+  c.optim.weight_decay = 0.05  # PRETRAIN.md --weight_decay
+  c.optim.decay_cls = True  # pre-training decays every >1-D parameter, the tokens included
+  c.optim.grad_clip_norm = 0.0  # main_pretrain.py clips nothing
+
+
+def demo(c):
+  """What every demo shares: a small ViT on the bundled offline photos, in float32 on a CPU."""
+  c.input.dataset = "offline_photos"
+  c.input.batch_size = 32
+  c.input.image_size = 64
+  c.model.variant = "nano/8"
+  c.model.dtype = "float32"  # a CPU run, and the float32 the parity tests compare against
+  c.log_every_steps = 10
+
+
+def pretraining_demo(c):
+  """The MAE / LUT demo, over `pretraining_recipe`: a few minutes on 2 CPU cores."""
+  demo(c)
+  c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
+  c.total_steps = 200  # warm-up keeps the recipe's share: 40/1600 of the steps
+  c.optim.accum_steps = 1
+  c.ckpt_every_steps = 100
+  c.image_every_steps = 100
+  # kNN accuracy on held-out crops of the bundled photos (one class per photo) while it trains.
+  c.evals.knn = evals.make_config("knn", every_steps=100, train_split="train[:75%]",
+                                  val_split="train[75%:]")
