@@ -13,7 +13,7 @@ plugin or Perfetto read it). Needs jax, flax, optax and ml_collections only (no 
 input pipeline), so it runs on a bare accelerator host. PyTorch side (MAE only, `--torch`):
 Hugging Face `ViTMAEForPreTraining` with the same model and batch, `torch.compile`, AdamW
 (fused on CUDA), bf16 autocast when the config computes in bfloat16. Both report images/s and,
-where the device's peak is known (mimjax/flops.py), MFU; the PyTorch MFU uses the same FLOPs per
+where the device's peak is known (mimjax/hardware.py), MFU; the PyTorch MFU uses the same FLOPs per
 image, since it is the same model. Figures are printed, never asserted.
 """
 import contextlib
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from mimjax import config_lib
-from mimjax import flops as flops_lib
+from mimjax import hardware
 from mimjax import optim
 from mimjax import sharding
 from mimjax import state as state_lib
@@ -136,7 +136,7 @@ def main(argv):
   # gives its cache back when done.
   reference = time_torch(config) if FLAGS.torch and config.method == "mae" else None
   kind = jax.devices()[0].device_kind
-  spec = flops_lib.chip_spec(kind)
+  spec = hardware.chip(kind)
   peak = spec.peak_flops(config.model.dtype) if spec else None
   print(f"{config.method.upper()} {config.model.variant} {config.input.image_size}px, batch {batch}, "
         f"{config.model.dtype}, attention {config.model.attention_impl or 'default'}, "

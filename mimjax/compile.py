@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from mimjax import errors
 from mimjax import flops as flops_lib
+from mimjax import hardware
 from mimjax import topology as topology_lib
 
 config_flags.DEFINE_config_file("config", None, "A configs/*.py file, optionally :ARG.",
@@ -55,7 +56,7 @@ class Target:
   """What to compile for: devices (real or abstract), their chip and memory per device."""
   name: str
   devices: list
-  chip: flops_lib.ChipSpec | None
+  chip: hardware.Chip | None
   hbm_bytes: int
 
   @property
@@ -65,11 +66,9 @@ class Target:
 
 def tpu_target(name: str) -> Target:
   tpu_slice = topology_lib.parse(name)
-  devices = topology_lib.devices(tpu_slice)
-  chip = flops_lib.chip_spec(devices[0].device_kind)
-  if chip is None:
-    raise topology_lib.TopologyError(f"no HBM size known for {devices[0].device_kind!r}")
-  return Target(f"{tpu_slice.jax_name} ({tpu_slice.gcloud_name})", devices, chip, chip.hbm_bytes)
+  chip = tpu_slice.tpu.chip
+  return Target(f"{tpu_slice.jax_name} ({tpu_slice.gcloud_name})",
+                topology_lib.devices(tpu_slice), chip, chip.hbm_bytes)
 
 
 def local_target() -> Target:
@@ -77,7 +76,7 @@ def local_target() -> Target:
   import jax
 
   devices = jax.devices()
-  chip = flops_lib.chip_spec(devices[0].device_kind)
+  chip = hardware.chip(devices[0].device_kind)
   stats = devices[0].memory_stats() or {}
   if stats.get("bytes_limit"):
     hbm = int(stats["bytes_limit"])
@@ -150,11 +149,11 @@ def _suggestions(config, num_devices: int) -> str:
 
 
 def _gib(n: float) -> str:
-  return f"{n / flops_lib.GIB:.1f} GiB"
+  return f"{n / hardware.GIB:.1f} GiB"
 
 
 def _hbm(n: int) -> str:
-  return f"{n / flops_lib.GIB:g} GiB" if n % flops_lib.GIB == 0 else _gib(n)
+  return f"{n / hardware.GIB:g} GiB" if n % hardware.GIB == 0 else _gib(n)
 
 
 def _xla_out_of_memory(error: Exception) -> bool:
@@ -226,7 +225,7 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
       raise
     message = " ".join(str(e).split())
     needed = re.search(r"\(([\d.]+)G\) exceeds", message)
-    peak = max(floor, int(float(needed.group(1)) * flops_lib.GIB)) if needed else floor
+    peak = max(floor, int(float(needed.group(1)) * hardware.GIB)) if needed else floor
     report.update(compiled=False, fits=False, peak_memory_bytes_per_device=peak,
                   compile_seconds=time.perf_counter() - start,
                   verdict=f"does not fit: XLA ran out of memory compiling the step "
@@ -295,9 +294,9 @@ def format_report(r: dict) -> str:
   for label, key in rows:
     # A row for the teacher and statistics only where there are any (LUT), not a step counter.
     if key in mem and (key != "other_state" or mem[key] >= 2 ** 20):
-      lines.append(f"  {label:<34}{mem[key] / flops_lib.GIB:>8.2f}")
+      lines.append(f"  {label:<34}{mem[key] / hardware.GIB:>8.2f}")
   peak_label = "peak (XLA)" if r.get("compiled") else "peak, at least"
-  lines.append(f"  {peak_label:<34}{r['peak_memory_bytes_per_device'] / flops_lib.GIB:>8.2f}"
+  lines.append(f"  {peak_label:<34}{r['peak_memory_bytes_per_device'] / hardware.GIB:>8.2f}"
                f"   of {_hbm(r['hbm_bytes_per_device'])} HBM")
   if "flops_per_step" in r:
     lines.append(f"  model FLOPs: {r['flops_per_example'] / 1e9:.1f} GFLOP per image, "

@@ -1,59 +1,11 @@
-"""Accelerator peaks and model FLOP/s utilization (MFU).
+"""Model FLOP/s utilization (MFU): the trainer's scalars, and step times at an assumed MFU.
 
-`chip_spec(device_kind)` gives a chip's dense peak FLOP/s (bfloat16 and float32) and its HBM;
 `StepUtilization` turns a step's model FLOPs (`step.model_flops`) and the measured steps/s into
 the `tflops_per_device` and `mfu` scalars the trainer logs; `step_flops(compiled)` reads XLA's
 count for one device's compiled program (the hardware's work: recomputation included), which
-mimjax-compile reports beside the model FLOPs.
+mimjax-compile reports beside the model FLOPs. The chips' peaks are in `hardware`.
 """
-import dataclasses
-import re
-
-TERA = 1e12
-GIB = 2 ** 30
-
-
-@dataclasses.dataclass(frozen=True)
-class ChipSpec:
-  name: str
-  bf16_flops: float  # dense peak FLOP/s, bfloat16 inputs
-  fp32_flops: float  # dense peak FLOP/s of float32 matmuls at XLA's default precision
-  hbm_bytes: int
-
-  def peak_flops(self, dtype: str) -> float:
-    return self.bf16_flops if dtype == "bfloat16" else self.fp32_flops
-
-
-# TPUs: float32 matmuls at the default precision run as bfloat16 passes on the MXU, so their
-# peak is the bfloat16 one. GPUs: at the default precision XLA runs float32 matmuls on the
-# TF32 tensor cores, so the float32 peak is the (dense) TF32 one. Vendor data sheets.
-_TPUS = {
-    "TPU v4": ChipSpec("TPU v4", 275 * TERA, 275 * TERA, 32 * GIB),
-    "TPU v5 lite": ChipSpec("TPU v5e", 197 * TERA, 197 * TERA, 16 * GIB),
-    "TPU v5e": ChipSpec("TPU v5e", 197 * TERA, 197 * TERA, 16 * GIB),
-    "TPU v5": ChipSpec("TPU v5p", 459 * TERA, 459 * TERA, 95 * GIB),
-    "TPU v5p": ChipSpec("TPU v5p", 459 * TERA, 459 * TERA, 95 * GIB),
-    "TPU v6 lite": ChipSpec("TPU v6e", 918 * TERA, 918 * TERA, 32 * GIB),
-    "TPU v6e": ChipSpec("TPU v6e", 918 * TERA, 918 * TERA, 32 * GIB),
-}
-# GPU device kinds carry the board in their name ("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB").
-_GPUS = (
-    (r"H200", ChipSpec("H200", 989 * TERA, 494.7 * TERA, 141 * 10 ** 9)),
-    (r"H100.*PCIe", ChipSpec("H100 PCIe", 756 * TERA, 378 * TERA, 80 * 10 ** 9)),
-    (r"H100", ChipSpec("H100 SXM", 989 * TERA, 494.7 * TERA, 80 * 10 ** 9)),
-    (r"A100.*40GB", ChipSpec("A100 40GB", 312 * TERA, 156 * TERA, 40 * 10 ** 9)),
-    (r"A100", ChipSpec("A100 80GB", 312 * TERA, 156 * TERA, 80 * 10 ** 9)),
-)
-
-
-def chip_spec(device_kind: str) -> ChipSpec | None:
-  """The peak and HBM of a `jax.Device.device_kind`; None for an unknown kind (e.g. CPUs)."""
-  if device_kind in _TPUS:
-    return _TPUS[device_kind]
-  for pattern, spec in _GPUS:
-    if re.search(pattern, device_kind):
-      return spec
-  return None
+from mimjax import hardware
 
 
 def step_flops(compiled, loop_trips: int = 1) -> float | None:
@@ -94,19 +46,19 @@ class StepUtilization:
   def __init__(self, step_flops: float | None, num_devices: int, device_kind: str, dtype: str,
                log=print):
     self.flops_per_device = step_flops / num_devices if step_flops else None
-    spec = chip_spec(device_kind)
+    spec = hardware.chip(device_kind)
     self.peak = spec.peak_flops(dtype) if spec else None
     if self.flops_per_device is None:
       log("No FLOP count for this step (it is counted on a CPU device: keep cpu in "
           "JAX_PLATFORMS): mfu and tflops_per_device are not logged")
     elif self.peak is None:
-      log(f"No peak FLOP/s known for device kind {device_kind!r} (see mimjax/flops.py): "
+      log(f"No peak FLOP/s known for device kind {device_kind!r} (see mimjax/hardware.py): "
           "logging tflops_per_device, not mfu")
 
   def scalars(self, steps_per_sec: float) -> dict[str, float]:
     if self.flops_per_device is None or steps_per_sec <= 0:
       return {}
-    out = {"tflops_per_device": self.flops_per_device * steps_per_sec / TERA}
+    out = {"tflops_per_device": self.flops_per_device * steps_per_sec / hardware.TERA}
     if self.peak is not None:
       out["mfu"] = mfu(self.flops_per_device, 1.0 / steps_per_sec, self.peak)
     return out

@@ -6,92 +6,38 @@ Accepted names:
                            TensorCores: two per chip, so v4-8 is 4 chips and v5p-32 is 16)
   local                    this machine's devices
 """
-import dataclasses
 import importlib.util
 import os
-import re
 
 from mimjax import errors
-
-# gcloud type prefix -> (JAX generation name, TensorCores counted per chip)
-_GCLOUD = {"v5litepod": ("v5e", 1), "v6e": ("v6e", 1), "v4": ("v4", 2), "v5p": ("v5p", 2)}
-_TWO_D = ("v5e", "v6e")  # 2D tori; v4 and v5p are 3D
-_JAX_NAME = re.compile(r"(v4|v5e|v5p|v6e):(\d+(?:x\d+){1,2})")
-_GCLOUD_NAME = re.compile(r"(v5litepod|v6e|v4|v5p)-(\d+)")
+from mimjax import hardware
 
 
 class TopologyError(errors.UserError, ValueError):
   """A --topology that names no TPU slice."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Slice:
-  generation: str  # v4, v5e, v5p, v6e
-  shape: tuple[int, ...]  # chips along each axis
-
-  @property
-  def jax_name(self) -> str:
-    return f"{self.generation}:{'x'.join(map(str, self.shape))}"
-
-  @property
-  def num_chips(self) -> int:
-    n = 1
-    for d in self.shape:
-      n *= d
-    return n
-
-  @property
-  def gcloud_name(self) -> str:
-    prefix = {"v5e": "v5litepod"}.get(self.generation, self.generation)
-    per_chip = _GCLOUD[prefix][1]
-    return f"{prefix}-{self.num_chips * per_chip}"
-
-
-def _shape_for(generation: str, chips: int) -> tuple[int, ...]:
-  """The standard slice shape of `chips` chips (v5e-16 is 4x4, v5p-32 is 2x2x4, ...)."""
-  if chips < 1 or chips & (chips - 1):
-    raise TopologyError(f"{chips} chips: TPU slices come in powers of two (1, 4, 8, 16, ...)")
-  if generation in _TWO_D:
-    rows = 1 << (chips.bit_length() - 1) // 2
-    return (rows, chips // rows)
-  if chips < 4:
-    return (1, 1, chips)
-  # 2x2x1, then z doubles to 2x2x2 and 2x2x4, then y, x, z, ... (4x4x4 = 64 chips, ...)
-  shape, left, axis = [2, 2, 1], chips // 4, 2
-  while left > 1:
-    shape[axis] *= 2
-    left //= 2
-    if shape[2] >= 4:
-      axis = (axis - 1) % 3
-  return tuple(shape)
-
-
-def parse(name: str) -> Slice:
+def parse(name: str) -> hardware.Slice:
   """A TPU slice from a JAX topology name or a gcloud accelerator type."""
-  match = _JAX_NAME.fullmatch(name)
-  if match:
-    generation, dims = match.groups()
-    shape = tuple(int(d) for d in dims.split("x"))
-    if len(shape) != (2 if generation in _TWO_D else 3):
-      raise TopologyError(f"--topology={name}: {generation} slices have "
-                          f"{2 if generation in _TWO_D else 3} axes, e.g. "
-                          f"{'v5e:4x4' if generation in _TWO_D else 'v4:2x2x1'}")
-    return Slice(generation, shape)
-  match = _GCLOUD_NAME.fullmatch(name)
-  if match:
-    prefix, count = match.group(1), int(match.group(2))
-    generation, per_chip = _GCLOUD[prefix]
-    if count % per_chip:
-      raise TopologyError(f"--topology={name}: {prefix} types count TensorCores, two per chip: "
-                          "use an even number (v4-8 is 4 chips)")
-    return Slice(generation, _shape_for(generation, count // per_chip))
-  raise TopologyError(
-      f"--topology={name!r} is not a TPU slice: use a JAX topology name (v5e:4x4, v4:2x2x1, "
-      "v5p:2x2x2, v6e:2x2), a gcloud accelerator type (v5litepod-16, v4-8, v5p-32, v6e-16) "
-      "or 'local'")
+  try:
+    tpu_slice = hardware.jax_slice(name) or hardware.gcloud_slice(name)
+  except hardware.SliceError as e:
+    raise TopologyError(f"--topology={name}: {e}") from None
+  if tpu_slice is None:
+    examples = lambda chips, name: ", ".join(
+        getattr(hardware.Slice(t, chips, hardware.standard_shape(t, chips)), name)
+        for t in hardware.TPUS.values())
+    raise TopologyError(f"--topology={name!r} is not a TPU slice: use a JAX topology name "
+                        f"({examples(4, 'jax_name')}), a gcloud accelerator type "
+                        f"({examples(16, 'gcloud_name')}) or 'local'")
+  if tpu_slice.shape is None:  # libtpu describes a slice by its shape
+    raise TopologyError(f"--topology={name}: {tpu_slice.num_chips} chips: standard slice shapes "
+                        "come in powers of two (1, 4, 8, 16, ...); name the shape instead, e.g. "
+                        f"{tpu_slice.tpu.name}:{'x'.join(['N'] * tpu_slice.tpu.torus_axes)}")
+  return tpu_slice
 
 
-def devices(tpu_slice: Slice) -> list:
+def devices(tpu_slice: hardware.Slice) -> list:
   """The slice's abstract TPU devices (jax.experimental.topologies), on a machine without TPUs.
 
   Call before anything else initializes JAX's backends: this forces the CPU backend for the
@@ -110,7 +56,8 @@ def devices(tpu_slice: Slice) -> list:
   if not has_libtpu():
     raise TopologyError(f"compiling for {tpu_slice.jax_name} needs libtpu: "
                         "pip install 'mimjax[tpu]' (jax[tpu] at jax's version)")
-  kwargs = {"chip_config_name": "megacore"} if tpu_slice.generation == "v4" else {}
+  config_name = tpu_slice.tpu.chip_config_name
+  kwargs = {"chip_config_name": config_name} if config_name else {}
   try:
     return list(topologies.get_topology_desc(topology_name=tpu_slice.jax_name, platform="tpu",
                                              **kwargs).devices)

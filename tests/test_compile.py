@@ -14,6 +14,7 @@ import pytest
 from mimjax import compile as compile_lib
 from mimjax import config_lib
 from mimjax import errors
+from mimjax import hardware
 from mimjax import topology
 from mimjax.models import vit
 from tests import trainer_utils as tu
@@ -94,8 +95,8 @@ def test_flops_match_the_analytic_count(reports, name, kind):
   assert r["flops_per_example"] == pytest.approx(expected / 8, rel=0.05)
   assert r["xla_flops_per_device_step"] == pytest.approx(expected / 4, rel=0.2)
   # The step-time estimate is the FLOPs at the assumed MFU of the chip's peak.
-  peak = {"TPU v5 lite": 197e12, "TPU v4": 275e12}[kind]
-  assert r["step_seconds_at_mfu"] == pytest.approx(r["flops_per_device_step"] / (0.4 * peak))
+  peak = hardware.chip(kind).peak_flops(r["dtype"])
+  assert r["peak_flops_per_device"] == peak and r["step_seconds_at_mfu"] == pytest.approx(r["flops_per_device_step"] / (0.4 * peak))
 
 
 @needs_libtpu

@@ -15,45 +15,32 @@ from the workdir's last checkpoint. Launching again while the run is alive attac
 --dry_run prints every gcloud command and changes nothing.
 """
 import os
-import re
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
 
+from mimjax import hardware
 from mimjax import workdir_lock
 from mimjax.launch import common
 
-# Family -> (TensorCores per chip as the name counts them, chips per host, runtime version).
-# v4/v5p names count TensorCores (2 per chip; JAX sees one device per chip); v5e/v6e count chips.
-FAMILIES = {
-    "v4": (2, 4, "tpu-ubuntu2204-base"),
-    "v5p": (2, 4, "v2-alpha-tpuv5"),
-    "v5litepod": (1, 4, "v2-alpha-tpuv5-lite"),
-    "v6e": (1, 4, "v2-alpha-tpuv6e"),
-}
-SINGLE_HOST_MAX = {"v5litepod": 8, "v6e": 8}  # up to 8 chips on one host
 REMOTE_CODE = "~/mimjax"
 PID, LOG, RC, WORKDIR = "~/mimjax.pid", "~/mimjax.log", "~/mimjax.rc", "~/mimjax.workdir"
 
 
-def topology(accelerator_type: str) -> tuple[int, int]:
-  """(hosts, JAX devices per host) of an accelerator type such as v5litepod-16 or v4-32."""
-  match = re.fullmatch(r"(v4|v5p|v5litepod|v6e)-(\d+)", accelerator_type)
-  if not match or int(match.group(2)) % FAMILIES[match.group(1)][0]:
+def tpu_slice(accelerator_type: str) -> hardware.Slice:
+  """The slice of an accelerator type such as v5litepod-16 or v4-32 (its hosts, its chips)."""
+  try:
+    found = hardware.gcloud_slice(accelerator_type)
+  except hardware.SliceError as e:
+    raise common.LaunchError(f"--accelerator_type {accelerator_type}: {e}") from None
+  if found is None:
+    prefixes = sorted(t.gcloud_prefix for t in hardware.TPUS.values())
     raise common.LaunchError(
         f"unknown --accelerator_type {accelerator_type!r}: expected FAMILY-SIZE with FAMILY one "
-        f"of {sorted(FAMILIES)}, e.g. v5litepod-16, v6e-8, v4-32, v5p-16")
-  family, size = match.group(1), int(match.group(2))
-  cores_per_chip, chips_per_host, _ = FAMILIES[family]
-  chips = size // cores_per_chip
-  if chips <= SINGLE_HOST_MAX.get(family, chips_per_host):
-    return 1, chips
-  if chips % chips_per_host:
-    raise common.LaunchError(f"--accelerator_type {accelerator_type}: {chips} chips is not a "
-                             f"whole number of {chips_per_host}-chip hosts")
-  return chips // chips_per_host, chips_per_host
+        f"of {prefixes}, e.g. v5litepod-16, v6e-8, v4-32, v5p-16")
+  return found
 
 
 def parser():
@@ -74,15 +61,22 @@ def parser():
   return p
 
 
-class Slice:
-  """The gcloud commands for one slice."""
+class TpuVm:
+  """The gcloud commands for one slice's TPU VMs."""
 
   def __init__(self, args):
     self.args = args
-    self.hosts, self.devices_per_host = topology(args.accelerator_type)
-    family = args.accelerator_type.split("-")[0]
-    self.runtime = args.runtime_version or FAMILIES[family][2]
+    self.slice = tpu_slice(args.accelerator_type)
+    self.runtime = args.runtime_version or self.slice.tpu.runtime_version
     self.installed = False  # the code is on the workers (a sweep's next trial needs no install)
+
+  @property
+  def hosts(self) -> int:
+    return self.slice.hosts
+
+  @property
+  def devices_per_host(self) -> int:
+    return self.slice.devices_per_host
 
   @property
   def label(self) -> str:
@@ -180,7 +174,7 @@ def _call(command: list[str], check: bool = True) -> subprocess.CompletedProcess
   return result
 
 
-def _state(tpu: Slice) -> str | None:
+def _state(tpu: TpuVm) -> str | None:
   result = subprocess.run(tpu.describe(), capture_output=True, text=True)
   return result.stdout.strip() if result.returncode == 0 else None
 
@@ -212,13 +206,13 @@ def check_fits(check: list[str] | None, target: str):
   print("\n".join(f"launch: {line}" for line in lines), flush=True)
 
 
-def _wait_active(tpu: Slice):
+def _wait_active(tpu: TpuVm):
   """Queued resources: wait until the slice exists and is READY."""
   while _state(tpu) != "READY":
     time.sleep(30)
 
 
-def _bring_up(tpu: Slice, archive: str):
+def _bring_up(tpu: TpuVm, archive: str):
   state = _state(tpu)
   if tpu.installed and state == "READY":
     return
@@ -231,7 +225,7 @@ def _bring_up(tpu: Slice, archive: str):
   tpu.installed = True
 
 
-def _run(tpu: Slice, trainer_args, workdir, attach: bool) -> int:
+def _run(tpu: TpuVm, trainer_args, workdir, attach: bool) -> int:
   if attach:
     commands = [tpu.ssh(i, tpu.follow()) for i in range(tpu.hosts)]
   else:
@@ -240,7 +234,7 @@ def _run(tpu: Slice, trainer_args, workdir, attach: bool) -> int:
   return common.run_workers(commands, stop_all=stop)
 
 
-def plan(tpu: Slice, runs: list[tuple[list[str], str]]) -> list[list[str]]:
+def plan(tpu: TpuVm, runs: list[tuple[list[str], str]]) -> list[list[str]]:
   """The gcloud commands that create the slice, run each (trainer args, workdir) of `runs` in
   turn on it and delete it (unless --keep): what --dry_run prints."""
   commands = [tpu.create(), tpu.scp("code.tar.gz", "~/mimjax_code.tar.gz"),
@@ -250,7 +244,7 @@ def plan(tpu: Slice, runs: list[tuple[list[str], str]]) -> list[list[str]]:
   return commands + ([] if tpu.args.keep else [tpu.delete()])
 
 
-def run(tpu: Slice, archive: str, trainer_args: list[str], workdir: str) -> int:
+def run(tpu: TpuVm, archive: str, trainer_args: list[str], workdir: str) -> int:
   """Runs the trainer on every worker, first creating the slice and installing `archive` when
   that is not done yet; with --spot a preempted slice is recreated and the run resumed."""
   restarts = 0
@@ -269,7 +263,7 @@ def run(tpu: Slice, archive: str, trainer_args: list[str], workdir: str) -> int:
     tpu.installed = False
 
 
-def ship(tpu: Slice, workdir: str) -> str:
+def ship(tpu: TpuVm, workdir: str) -> str:
   """This checkout as an archive to install on the workers (recorded in WORKDIR/launch/)."""
   archive = os.path.join(tempfile.mkdtemp(prefix="mimjax_ship_"), "code.tar.gz")
   sha = common.ship(workdir, archive)
@@ -279,7 +273,7 @@ def ship(tpu: Slice, workdir: str) -> str:
 
 def launch(argv: list[str]) -> int:
   args, trainer_args = common.parse(parser(), argv)
-  tpu = Slice(args)
+  tpu = TpuVm(args)
   workdir = common.workdir_of(trainer_args)
   common.check_shared_workdir(workdir, "TPU slice")
   check = compile_check(args, trainer_args)
@@ -304,7 +298,7 @@ def launch(argv: list[str]) -> int:
   return finish(tpu, run(tpu, ship(tpu, workdir), trainer_args, workdir))
 
 
-def finish(tpu: Slice, code: int) -> int:
+def finish(tpu: TpuVm, code: int) -> int:
   """Deletes the slice (or with --keep says how to); returns `code`."""
   if tpu.args.keep:
     print(f"launch: keeping {tpu.args.name} (it bills until deleted): "

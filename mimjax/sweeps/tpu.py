@@ -44,7 +44,7 @@ class Target:
 
   def __init__(self, options: Options, root: str):
     self.args = tpu_launch.parser().parse_args(options.argv())
-    self.slice = tpu_launch.Slice(self.args)
+    self.slice = tpu_launch.TpuVm(self.args)
     self.root = root
     common.check_shared_workdir(root, "TPU slice", flag="--root")
 

@@ -212,7 +212,7 @@ def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
   args = tpu.parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
                                    "--python", "echo"])
   (tmp_path / "mimjax").mkdir()
-  command = tpu.Slice(args).run(0, ["--workdir", "gs://b/r"], "gs://b/r")
+  command = tpu.TpuVm(args).run(0, ["--workdir", "gs://b/r"], "gs://b/r")
   for _ in range(20):
     out = subprocess.run(["bash", "-c", command], env=dict(os.environ, HOME=str(tmp_path)),
                          capture_output=True, text=True, timeout=30)
