@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from mimjax import config_lib
+from configs import mae as mae_recipe
 from mimjax.models import vit
 
 
@@ -92,7 +92,7 @@ def main():
     spec = vit.decode_variant(args.variant)
   except ValueError as e:
     parser.error(str(e))
-  recipe = config_lib.base_config("mae").model  # the decoder and mask ratio MAE trains with
+  recipe = mae_recipe.get_config().model  # the decoder and mask ratio MAE trains with
   patches = (args.image_size // spec.patch) ** 2
   kept = 1 + int(patches * (1 - recipe.mask_ratio))  # cls + the patches the mask keeps
   print(f"MAE {args.variant} {args.image_size}px, batch {args.batch_size}, float32, "

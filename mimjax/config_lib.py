@@ -1,7 +1,11 @@
 """The config schema and its validation before anything compiles.
 
-The recipes are config files (`configs/*.py`) built on `base_config`; derived values (steps from epochs, the
-learning rate from the batch size) are computed by the trainer from the config, never stored in it.
+Each recipe value has one home. `base_config` (with the methods' `add_config`) is the schema:
+every key with its type and a neutral default (off, empty, or small and safe: never a published
+value). The recipes are config files (`configs/*.py`, what they share in `configs/common.py`)
+built on it; they set every published value, each with its source. Derived values (steps from
+epochs, the learning rate from the batch size) are computed by the trainer from the config,
+never stored in it.
 """
 
 import os
@@ -33,41 +37,38 @@ def parse_arg(arg: str | None) -> dict[str, str]:
 
 
 def base_config(method: str) -> ml_collections.ConfigDict:
-  """The config schema of `method`: every key with its default (the recipes are configs/*.py).
+  """The config schema of `method`: every key with a neutral default (the recipes, with their
+  published values, are configs/*.py).
 
   The shared keys are set here; the method adds its own (`mimjax.methods`).
   """
   c = ml_collections.ConfigDict()
   c.method = method
   c.seed = 0
-  c.epochs = 1600
+  c.epochs = 1
   c.total_steps = config_dict.placeholder(int)  # when set, overrides `epochs`
 
-  c.input = data.make_default_config()
-  c.input.dataset = "imagenet2012"
-  c.input.split = "train"
-  c.input.batch_size = 4096  # global
-  c.input.image_size = 224
+  c.input = data.make_default_config()  # the global batch, the dataset, ...
 
   c.model = ml_collections.ConfigDict()
-  c.model.variant = "B/16"
+  c.model.variant = "Ti/16"
   c.model.dtype = "float32"  # compute dtype; parameters are always float32
   c.model.attention_impl = config_dict.placeholder(str)  # None (XLA), 'xla' or 'cudnn'
   c.model.remat = False
   c.model.num_registers = 0  # register tokens (Darcet et al. 2023); exports refuse them
 
   c.optim = ml_collections.ConfigDict()
-  c.optim.base_lr = 1.5e-4
+  c.optim.base_lr = 1e-3  # the lr at batch 256 (see lr_rule)
   c.optim.lr_rule = "linear"
-  c.optim.warmup_epochs = 40
+  c.optim.warmup_epochs = 0
   c.optim.min_lr = 0.0  # where the cosine ends
-  c.optim.b1 = 0.9
-  c.optim.b2 = 0.95
+  c.optim.b1 = 0.9  # AdamW's own defaults (optax, torch)
+  c.optim.b2 = 0.999
   c.optim.eps = 1e-8
-  c.optim.weight_decay = 0.05
+  c.optim.weight_decay = 0.0
   c.optim.decay_cls = True  # weight decay on the cls token (pre-training: yes; fine-tuning: no)
   c.optim.layer_decay = 1.0  # layer-wise lr decay: block i's lr x decay^(depth + 1 - (i + 1))
-  c.optim.grad_clip_norm = 0.0  # 0 = none, as in the reference
+  c.optim.grad_clip_norm = 0.0  # 0 = none
   c.optim.accum_steps = 1  # micro-batches per optimizer step
 
   c.mesh = ml_collections.ConfigDict()

@@ -23,14 +23,17 @@ class Finetune(base.Method):
   legacy_defaults = {"model.learn_pos_embed": False}
 
   def add_config(self, c):
-    c.model.num_classes = 1000
-    c.model.drop_path = 0.1  # the last block's rate (linear from 0 over the blocks)
-    c.model.global_pool = True  # False: the [CLS] token after the final norm (MAE --cls_token)
-    # Train the position embedding from the fixed sin-cos table (MAE's fine-tuning); False: fixed.
-    c.model.learn_pos_embed = True
+    # Neutral: off, or the smallest valid value; the recipes are configs/finetune.py.
+    c.model.num_classes = 2
+    c.model.drop_path = 0.0  # the last block's rate (linear from 0 over the blocks)
+    # True: global average pooling + fc_norm; False: the [CLS] token after the final norm.
+    c.model.global_pool = False
+    # True: train the position embedding from the fixed sin-cos table; False: keep the table.
+    c.model.learn_pos_embed = False
+    # Beta parameters 0 = off; the probabilities apply once mixup or cutmix is on.
     c.finetune = dict(
-        label_smoothing=0.1, mixup=0.8, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5,
-        random_erasing=0.25)
+        label_smoothing=0.0, mixup=0.0, cutmix=0.0, mixup_prob=1.0, mixup_switch_prob=0.5,
+        random_erasing=0.0)
 
   def validate(self, c, check):
     f = c.finetune

@@ -11,12 +11,12 @@ from mimjax.models import vit
 
 
 def add_mim_config(c: ml_collections.ConfigDict) -> None:
-  """The masking and decoder keys MAE and LUT share."""
-  c.model.mask_ratio = 0.75
-  c.model.norm_pix_loss = True
-  c.model.decoder_width = 512
-  c.model.decoder_depth = 8
-  c.model.decoder_heads = 16
+  """The masking and decoder keys MAE and LUT share (neutral: the recipes are configs/*.py)."""
+  c.model.mask_ratio = 0.5  # LUT's two disjoint masks need >= 0.5
+  c.model.norm_pix_loss = False  # plain pixels
+  c.model.decoder_width = 128  # one small block
+  c.model.decoder_depth = 1
+  c.model.decoder_heads = 4
 
 
 def validate_mim(c, check) -> None:
