@@ -12,7 +12,6 @@ resume runs to the end. A kill lands either when the run reaches a random step, 
 Prints "K/N resumed bit-exact"; exits non-zero unless K == N.
 """
 import argparse
-import json
 import os
 import random
 import re
@@ -22,6 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+
+from mimjax import checkpoint
+from mimjax import metric_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/trainer_utils.py's tiny_config with total_steps=150, ckpt_every_steps=5, log_every_steps=1.
@@ -47,18 +49,8 @@ def child_env(cache_dir):
 
 def metrics(workdir):
   """{step: training row} of metrics.jsonl (a row cut short by a kill is not a row)."""
-  rows = {}
-  path = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          row = json.loads(line)
-        except ValueError:
-          continue
-        if "loss" in row:  # a training row (evaluator rows share the step)
-          rows[row["step"]] = row
-  return rows
+  # Only training rows: evaluator rows share the step.
+  return {row["step"]: row for row in metric_files.read(workdir) if "loss" in row}
 
 
 class Console:
@@ -83,16 +75,9 @@ class Console:
 STEP_LINE = re.compile(r"step (\d+)/\d+ \|")
 
 
-def complete_checkpoints(workdir) -> list[int]:
-  """The steps a restart can resume from (orbax renames a finished save to its bare step)."""
-  directory = os.path.join(workdir, "checkpoints")
-  names = os.listdir(directory) if os.path.isdir(directory) else []
-  return sorted(int(n) for n in names if n.isdigit())
-
-
 def saving(workdir) -> bool:
   """Whether a checkpoint save is under way (orbax writes into a temporary directory first)."""
-  directory = os.path.join(workdir, "checkpoints")
+  directory = checkpoint.checkpoint_dir(workdir)
   return os.path.isdir(directory) and any("tmp" in name for name in os.listdir(directory))
 
 
@@ -148,7 +133,7 @@ def main():
   exact, kills = 0, 0
   for trial in range(args.n + 1):
     last = trial == args.n
-    start = (complete_checkpoints(workdir) or [0])[-1]  # where this run resumes
+    start = checkpoint.latest_step(workdir) or 0  # where this run resumes
     proc = subprocess.Popen(train_cmd(workdir, overrides), env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     console, errors = Console(proc.stdout), Console(proc.stderr)

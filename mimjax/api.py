@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mimjax import errors
 from mimjax import storage
+from mimjax import workdir_layout
 from mimjax.export import common
 from mimjax.export import hf_vitmae
 from mimjax.models import mae
@@ -75,7 +76,7 @@ def _load_from_export(path: str):
 
 
 def _is_workdir(path: str) -> bool:
-  return storage.path(path).joinpath("checkpoints").is_dir()
+  return storage.path(path).joinpath(workdir_layout.CHECKPOINTS).is_dir()
 
 
 def _load_from_workdir(path: str):
@@ -95,7 +96,8 @@ class _Loader(NamedTuple):
 _LOADERS = [
     _Loader("export", "config.json + model.safetensors (a mimjax.export.save_hf directory or a "
             "Hugging Face ViTMAE checkpoint)", hf_vitmae.is_hf_dir, _load_from_export),
-    _Loader("workdir", "checkpoints/ (a mimjax training workdir)", _is_workdir, _load_from_workdir),
+    _Loader("workdir", f"{workdir_layout.CHECKPOINTS}/ (a mimjax training workdir)", _is_workdir,
+            _load_from_workdir),
 ]
 
 

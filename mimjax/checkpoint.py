@@ -21,9 +21,8 @@ import orbax.checkpoint as ocp
 import mimjax
 from mimjax import errors
 from mimjax import storage
+from mimjax import workdir_layout
 
-SUBDIR = "checkpoints"
-DAMAGED_SUBDIR = "checkpoints_damaged"  # damaged checkpoints are moved here, never deleted
 # The layout of what a checkpoint saves; raise it when that changes, and keep reading old ones.
 # 1: items `state`, `config` and `meta` (this version, the writer's version, array checksums).
 FORMAT_VERSION = 1
@@ -83,7 +82,19 @@ def _unreachable(where, error: BaseException) -> errors.StorageUnreachableError:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return storage.join(workdir, SUBDIR)
+  return storage.join(workdir, workdir_layout.CHECKPOINTS)
+
+
+def steps(workdir: str) -> list[int]:
+  """The steps of the workdir's complete checkpoints, ascending, by orbax's rule (a save under
+  way is not one), read from the folder names alone: no array is read and no device is touched,
+  so a sweep's report may call it while the run saves."""
+  return sorted(ocp.utils.checkpoint_steps(checkpoint_dir(workdir)))
+
+
+def latest_step(workdir: str) -> int | None:
+  """The step of the workdir's newest complete checkpoint; None when it has none."""
+  return max(steps(workdir), default=None)
 
 
 class Checkpointer:
@@ -292,7 +303,7 @@ class StorageFullError(errors.StorageFullError, CheckpointError):
 def move_aside(ckpt: "Checkpointer", step: int) -> epath.Path:
   """Moves checkpoint `step` to WORKDIR/checkpoints_damaged/ (process 0); returns where."""
   source = ckpt.step_dir(step)
-  target_dir = source.parent.parent / DAMAGED_SUBDIR
+  target_dir = source.parent.parent / workdir_layout.DAMAGED_CHECKPOINTS
   target = target_dir / str(step)
   n = 1
   while target.exists():
@@ -338,7 +349,7 @@ def _restore_newest_intact(ckpt, abstract_state, check_config, log):
       if jax.process_index() == 0:
         log(f"Skipping checkpoint step {step}: {errors.one_line(e)}; moved it to {target}",
             flush=True)
-  damaged = epath.Path(ckpt.directory).parent / DAMAGED_SUBDIR
+  damaged = epath.Path(ckpt.directory).parent / workdir_layout.DAMAGED_CHECKPOINTS
   if damaged.exists() and any(damaged.iterdir()):
     raise NoIntactCheckpointError(
         f"no checkpoint in {ckpt.directory} restores: the damaged ones are in {damaged} "

@@ -3,7 +3,8 @@
 On a local disk `metrics.jsonl` is appended to. An object (gs://) cannot be appended to: each
 append rewrites it whole, so a long run's traffic would grow quadratically. There the lines go to
 `metrics/<first step>-<last step>.jsonl`, one object per flush, never rewritten except when a
-resumed run drops lines past its checkpoint. `read(workdir)` reads either layout.
+resumed run drops lines past its checkpoint. `read(workdir)` reads either layout, also while a
+run writes it (a line being written is not a row yet).
 
 TensorBoard event files are written by TensorFlow, whose Cloud Storage client cannot be pointed
 elsewhere and rewrites on append: on a remote workdir they are written to a local folder, and on
@@ -15,14 +16,10 @@ import os
 import shutil
 import tempfile
 
-from clu import metric_writers
 from etils import epath
 
 from mimjax import storage
-
-JSONL = "metrics.jsonl"
-CHUNKS = "metrics"
-TENSORBOARD = "tensorboard"
+from mimjax import workdir_layout
 
 
 def _chunk_name(first: int, last: int) -> str:
@@ -30,23 +27,38 @@ def _chunk_name(first: int, last: int) -> str:
 
 
 def _chunks(workdir) -> list[epath.Path]:
-  directory = storage.path(workdir) / CHUNKS
+  directory = storage.path(workdir) / workdir_layout.METRICS_CHUNKS
   return sorted(directory.glob("*.jsonl")) if directory.exists() else []
 
 
 def location(workdir) -> str:
   """Where a workdir's metric rows go: the file, or the folder of chunks."""
-  return storage.join(workdir, CHUNKS if storage.is_remote(workdir) else JSONL)
+  return storage.join(workdir, workdir_layout.METRICS_CHUNKS if storage.is_remote(workdir)
+                      else workdir_layout.METRICS)
+
+
+def tensorboard_location(workdir) -> str:
+  """Where a workdir's TensorBoard event files go."""
+  return storage.join(workdir, workdir_layout.TENSORBOARD)
+
+
+def _row(line: str) -> dict | None:
+  """The row a line holds; None for a line cut short (being written, or by a kill)."""
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return row if isinstance(row, dict) and "step" in row else None
 
 
 def read(workdir) -> list[dict]:
   """All metric rows of a workdir (either layout), in step order."""
   root = storage.path(workdir)
   texts = [p.read_text() for p in _chunks(workdir)]
-  if (root / JSONL).exists():
-    texts.append((root / JSONL).read_text())
-  rows = [json.loads(line) for text in texts for line in text.splitlines() if line.strip()]
-  return sorted(rows, key=lambda r: r["step"])
+  if (root / workdir_layout.METRICS).exists():
+    texts.append((root / workdir_layout.METRICS).read_text())
+  rows = [_row(line) for text in texts for line in text.splitlines() if line.strip()]
+  return sorted((r for r in rows if r is not None), key=lambda r: r["step"])
 
 
 def _keep_until(text: str, step: int) -> str:
@@ -62,7 +74,7 @@ class JsonLines:
     self._chunked = storage.is_remote(workdir)
     self._pending: list[dict] = []
     self._truncate_after(start_step)
-    self._file = None if self._chunked else (self._root / JSONL).open("a")
+    self._file = None if self._chunked else (self._root / workdir_layout.METRICS).open("a")
 
   def _truncate_after(self, step: int):
     """Drops rows past `step`: the interrupted run logged them after its last checkpoint."""
@@ -76,8 +88,8 @@ class JsonLines:
           chunk.unlink()
           if kept:
             (chunk.parent / _chunk_name(first, step)).write_text(kept)
-    elif (self._root / JSONL).exists():
-      local = self._root / JSONL
+    elif (self._root / workdir_layout.METRICS).exists():
+      local = self._root / workdir_layout.METRICS
       local.write_text(_keep_until(local.read_text(), step))
 
   def write(self, row: dict):
@@ -90,7 +102,7 @@ class JsonLines:
   def flush(self):
     if self._chunked and self._pending:
       steps = [r["step"] for r in self._pending]
-      chunk = self._root / CHUNKS / _chunk_name(min(steps), max(steps))
+      chunk = self._root / workdir_layout.METRICS_CHUNKS / _chunk_name(min(steps), max(steps))
       chunk.parent.mkdir(parents=True, exist_ok=True)
       chunk.write_text("".join(json.dumps(r) + "\n" for r in self._pending))
       self._pending = []
@@ -105,11 +117,12 @@ class TensorBoard:
   """A clu summary writer in `workdir/tensorboard`, written locally and mirrored when remote."""
 
   def __init__(self, workdir):
-    self._target = storage.path(workdir) / TENSORBOARD
+    self._target = storage.path(tensorboard_location(workdir))
     self._local = tempfile.mkdtemp(prefix="mimjax_tb_") if storage.is_remote(workdir) else None
     self._writer = self._open()
 
   def _open(self):
+    from clu import metric_writers  # here: it imports TensorFlow, which `read` does not need
     return metric_writers.AsyncWriter(
         metric_writers.SummaryWriter(self._local or os.fspath(self._target)))
 

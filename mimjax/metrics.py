@@ -11,8 +11,6 @@ from mimjax import input_wait
 from mimjax import metric_files
 from mimjax.evals import registry as evals_registry
 
-JSONL = metric_files.JSONL
-
 
 def _format_duration(seconds: float) -> str:
   seconds = int(seconds)

@@ -19,8 +19,7 @@ import jax
 import ml_collections
 
 from mimjax import storage
-
-SUBDIR = "profile"
+from mimjax import workdir_layout
 
 
 class StepProfiler:
@@ -34,7 +33,7 @@ class StepProfiler:
     self._first = config.profile.start_step
     self._end = self._first + config.profile.num_steps  # one past the last traced step
     self._enabled = is_main and config.profile.num_steps > 0
-    self._target = storage.path(workdir) / SUBDIR
+    self._target = storage.path(workdir) / workdir_layout.PROFILE
     self._local = None  # the local folder of the trace under way
     self._traced = []  # the steps traced so far
 

@@ -249,6 +249,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
       ckpt.wait()
   if is_main:
     print(f"Done. Checkpoints: {checkpoint.checkpoint_dir(workdir)}; TensorBoard: "
-          f"{workdir}/tensorboard; metrics: {metric_files.location(workdir)}", flush=True)
+          f"{metric_files.tensorboard_location(workdir)}; "
+          f"metrics: {metric_files.location(workdir)}", flush=True)
   return state
 

@@ -22,8 +22,8 @@ import time
 from etils import epath
 
 from mimjax import errors
+from mimjax import workdir_layout
 
-LOCK_FILE = "run.lock"
 HEARTBEAT_SECONDS = 60.0
 STALE_SECONDS = 10 * 60.0
 
@@ -82,7 +82,7 @@ class WorkdirLock:
 
   def __init__(self, workdir, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                stale_seconds: float = STALE_SECONDS):
-    self.path = epath.Path(workdir) / LOCK_FILE
+    self.path = epath.Path(workdir) / workdir_layout.LOCK
     self._heartbeat_seconds = heartbeat_seconds
     self._stale_seconds = stale_seconds
     self._stop = threading.Event()

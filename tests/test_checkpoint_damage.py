@@ -12,6 +12,7 @@ import mimjax
 from mimjax import checkpoint
 from mimjax import state as state_lib
 from mimjax import train
+from mimjax import workdir_layout
 from tests import trainer_utils as tu
 
 RUN = {"total_steps": 4, "ckpt_every_steps": 2}
@@ -103,7 +104,7 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_restores(how, trained,
                                                     log=lambda m, **_: lines.append(m))
   ckpt.close()
   assert step == 2 and int(state["step"]) == 2
-  moved = os.path.join(workdir, checkpoint.DAMAGED_SUBDIR, "4")
+  moved = os.path.join(workdir, workdir_layout.DAMAGED_CHECKPOINTS, "4")
   assert len(lines) == 1 and "step 4" in lines[0] and moved in lines[0] and "\n" not in lines[0]
   assert not os.path.exists(damaged_dir)
   assert _snapshot(moved) == files  # moved, not altered or deleted
@@ -120,7 +121,7 @@ def test_training_resumes_past_a_damaged_checkpoint_exactly(trained, tmp_path, c
   # Steps 3 and 4 were trained again from step 2 and match the original run bit for bit.
   assert tu.losses(workdir) == trained[1]
   assert sorted(checkpoint.Checkpointer(workdir, read_only=True).all_steps()) == [2, 4]
-  assert os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR)) == ["4"]
+  assert os.listdir(os.path.join(workdir, workdir_layout.DAMAGED_CHECKPOINTS)) == ["4"]
 
 
 def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained, tmp_path,
@@ -141,5 +142,5 @@ def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained
                       r"in \S+ \(2, 4\); to train from step 0 again, move \S+ away first; .*\n",
                       result.stderr), result.stderr
   assert "Skipping" not in result.stdout  # already moved aside by the first start
-  assert sorted(os.listdir(os.path.join(workdir, checkpoint.DAMAGED_SUBDIR))) == ["2", "4"]
+  assert sorted(os.listdir(os.path.join(workdir, workdir_layout.DAMAGED_CHECKPOINTS))) == ["2", "4"]
   assert open(os.path.join(workdir, "metrics.jsonl")).read() == metrics  # nothing rewritten

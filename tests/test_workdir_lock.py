@@ -10,6 +10,7 @@ import time
 import pytest
 
 from mimjax import checkpoint
+from mimjax import workdir_layout
 from mimjax import workdir_lock
 from tests import trainer_utils as tu
 
@@ -30,7 +31,7 @@ def test_second_trainer_on_a_live_workdir_refuses_with_its_host_and_pid(tmp_path
   assert len(errors) == 1 and "Traceback" not in result.stderr
   assert f"host {socket.gethostname()}, pid {os.getpid()}" in errors[0]
   assert not os.path.exists(checkpoint.checkpoint_dir(workdir))
-  assert not os.path.exists(os.path.join(workdir, workdir_lock.LOCK_FILE))  # released
+  assert not os.path.exists(os.path.join(workdir, workdir_layout.LOCK))  # released
 
 
 def test_lock_of_a_killed_run_does_not_block_a_restart(tmp_path):
@@ -44,17 +45,17 @@ def test_lock_of_a_killed_run_does_not_block_a_restart(tmp_path):
   finally:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-  left = json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())
+  left = json.loads((tmp_path / workdir_layout.LOCK).read_text())
   assert left["pid"] == proc.pid  # the killed run left its lock behind
   lock = workdir_lock.WorkdirLock(workdir).acquire()
-  assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["pid"] == os.getpid()
+  assert json.loads((tmp_path / workdir_layout.LOCK).read_text())["pid"] == os.getpid()
   lock.release()
 
 
 @pytest.mark.parametrize("age,busy", [(60.0, True), (2 * workdir_lock.STALE_SECONDS, False)])
 def test_lock_of_another_host_counts_while_its_heartbeat_is_fresh(age, busy, tmp_path):
   now = time.time()
-  (tmp_path / workdir_lock.LOCK_FILE).write_text(json.dumps(
+  (tmp_path / workdir_layout.LOCK).write_text(json.dumps(
       dict(host="other-host.example", pid=1, started=now - age, heartbeat=now - age, token="x")))
   lock = workdir_lock.WorkdirLock(str(tmp_path))
   if busy:
@@ -68,7 +69,7 @@ def test_a_requeued_job_takes_over_the_fresh_lock_of_its_earlier_attempt(tmp_pat
                                                                          capsys):
   """What a SLURM job killed on one node leaves for its requeued attempt on another."""
   now = time.time()
-  (tmp_path / workdir_lock.LOCK_FILE).write_text(json.dumps(
+  (tmp_path / workdir_layout.LOCK).write_text(json.dumps(
       dict(host="node-17.example", pid=4242, started=now - 30, heartbeat=now - 30, token="x",
            run_id="81234")))
   monkeypatch.delenv(workdir_lock.RUN_ID_ENV, raising=False)
@@ -92,7 +93,7 @@ def test_a_live_run_of_the_same_job_on_this_host_keeps_its_lock(tmp_path, monkey
                           stdout=subprocess.PIPE, text=True)
   try:
     assert proc.stdout.readline().strip() == "locked"
-    assert json.loads((tmp_path / workdir_lock.LOCK_FILE).read_text())["run_id"] == "81234"
+    assert json.loads((tmp_path / workdir_layout.LOCK).read_text())["run_id"] == "81234"
     with pytest.raises(workdir_lock.WorkdirBusyError, match=f"pid {proc.pid},"):
       workdir_lock.WorkdirLock(str(tmp_path)).acquire()
   finally:

@@ -26,12 +26,13 @@ import threading
 from mimjax import tf_env  # pylint: disable=unused-import
 
 from mimjax import errors
+from mimjax import workdir_layout
 
 # The checkout this package sits in: what the launchers ship (`git archive`) and run from.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRAINER = ("-m", "mimjax.main")
-SHIPPED = "launch"  # WORKDIR/launch/: the shipped code, its sha and uncommitted diff
+SHIPPED = workdir_layout.LAUNCH  # WORKDIR/launch/: the shipped code, its sha and uncommitted diff
 
 
 class LaunchError(errors.UserError):

@@ -14,11 +14,11 @@ import pytest
 import mimjax
 from mimjax import checkpoint
 from mimjax import errors
-from mimjax import metric_files
 from mimjax import sharding
 from mimjax import step as step_lib
 from mimjax import storage
 from mimjax import train
+from mimjax import workdir_layout
 from mimjax import workdir_lock
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
@@ -41,7 +41,7 @@ def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   assert f"Resuming from {workdir}/checkpoints at step" in resumed.stdout
   assert lu.losses(workdir) == tu.losses(reference)  # one run's rows, equal to the local run's
   assert list(storage.path(f"{workdir}/tensorboard").glob("events.out.tfevents.*"))
-  assert not storage.path(f"{workdir}/{metric_files.JSONL}").exists()  # chunks, not an append
+  assert not storage.path(f"{workdir}/{workdir_layout.METRICS}").exists()  # chunks, not an append
 
   exported = tu.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
                          "--format=hf", f"--out={workdir}/export_hf"])
@@ -164,7 +164,7 @@ def test_storage_outage_at_resume_moves_nothing_and_says_so(gcs):
   finally:
     gcs.start()
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2]
-  assert not storage.path(workdir).joinpath(checkpoint.DAMAGED_SUBDIR).exists()
+  assert not storage.path(workdir).joinpath(workdir_layout.DAMAGED_CHECKPOINTS).exists()
 
 
 def test_a_live_run_on_a_gs_workdir_keeps_a_second_trainer_out(gcs):
@@ -173,10 +173,10 @@ def test_a_live_run_on_a_gs_workdir_keeps_a_second_trainer_out(gcs):
   workdir = f"{BUCKET}/locked"
   with workdir_lock.WorkdirLock(workdir):
     result = tu.run_cli(tu.train_cmd("mae", workdir))
-    assert storage.path(workdir).joinpath(workdir_lock.LOCK_FILE).exists()
+    assert storage.path(workdir).joinpath(workdir_layout.LOCK).exists()
   assert result.returncode == 2, result.stderr[-2000:]
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
   assert re.search(rf"mimjax-train: error: {workdir} is in use by another run \(host "
                    rf"{re.escape(socket.gethostname())}, pid {os.getpid()},", result.stderr)
-  assert not storage.path(workdir).joinpath(workdir_lock.LOCK_FILE).exists()  # released
-  assert not storage.path(workdir).joinpath(checkpoint.SUBDIR).exists()
+  assert not storage.path(workdir).joinpath(workdir_layout.LOCK).exists()  # released
+  assert not storage.path(workdir).joinpath(workdir_layout.CHECKPOINTS).exists()

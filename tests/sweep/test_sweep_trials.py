@@ -1,12 +1,16 @@
 """Sweep files, trial names and validation: every bad input is one clear line, before any run."""
+import os
+
 import pytest
 
 from mimjax import checkpoint
 from mimjax import errors
-from mimjax import metrics
+from mimjax import metric_files
 from mimjax import sweeps
+from mimjax.launch import common
+from mimjax.launch import local
+from mimjax import workdir_layout
 from mimjax.sweeps import launch
-from mimjax.sweeps import local
 from mimjax.sweeps import manifest
 from mimjax.sweeps import progress
 from mimjax.sweeps import trials
@@ -48,23 +52,38 @@ def test_trial_names_are_readable_safe_and_unique():
   assert manifest.assign_names(taken, [{"model.mask_ratio": 0.6}])[0].startswith("mask_ratio_0.6-")
 
 
-def test_progress_reads_the_trainer_files_by_their_names():
-  assert progress.CHECKPOINT_SUBDIR == checkpoint.SUBDIR
-  assert progress.METRICS_FILE == metrics.JSONL
+def test_progress_reads_a_workdir_as_the_trainer_writes_it(tmp_path):
+  workdir = tmp_path / "trial"
+  workdir.mkdir()
+  rows = metric_files.JsonLines(str(workdir), start_step=0)
+  for step in (1, 2, 3):
+    rows.write({"step": step, "loss": 1.0 / step})
+  rows.close()
+  with open(workdir / workdir_layout.METRICS, "a") as f:
+    f.write('{"step": 4, "lo')  # a row being written
+  ckpts = checkpoint.checkpoint_dir(str(workdir))
+  os.makedirs(os.path.join(ckpts, "2"))
+  os.makedirs(os.path.join(ckpts, "4.orbax-checkpoint-tmp-1234"))  # a save under way
+  entry = {"name": "trial", "workdir": "trial", "total_steps": 4}
+  got = progress.progress(str(tmp_path), entry)
+  assert (got.status, got.step, got.checkpoint_step) == (progress.STOPPED, 3, 2)
+  assert [r["step"] for r in got.rows] == [1, 2, 3]
+  os.rename(os.path.join(ckpts, "4.orbax-checkpoint-tmp-1234"), os.path.join(ckpts, "4"))
+  assert progress.progress(str(tmp_path), entry).status == progress.DONE
 
 
 def test_devices_are_split_into_disjoint_sets(monkeypatch):
   monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3,4,5")
   gpus = local.Devices("gpu", 4)
-  assert local._slot_envs(gpus, 2) == [{"CUDA_VISIBLE_DEVICES": "2,3"},
+  assert local.slot_envs(gpus, 2) == [{"CUDA_VISIBLE_DEVICES": "2,3"},
                                        {"CUDA_VISIBLE_DEVICES": "4,5"}]
   assert local.share(gpus, 4) == 1
-  with pytest.raises(trials.SweepError, match="does not divide the 4 gpu devices"):
+  with pytest.raises(common.LaunchError, match="does not divide the 4 gpu devices"):
     local.share(gpus, 3)
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_foo=1")
-  cpu = local._slot_envs(local.Devices("cpu", 8), 4)
+  cpu = local.slot_envs(local.Devices("cpu", 8), 4)
   assert cpu == [{"XLA_FLAGS": "--xla_foo=1 --xla_force_host_platform_device_count=2"}] * 4
-  with pytest.raises(trials.SweepError, match="TPU"):
+  with pytest.raises(common.LaunchError, match="TPU"):
     local.share(local.Devices("tpu", 4), 2)
 
 
