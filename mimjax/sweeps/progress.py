@@ -1,25 +1,19 @@
-"""Where each trial stands, read from its workdir alone (checkpoints, metrics.jsonl) plus the
-launcher's status marker: safe to call while the trials run, on local or gs:// roots."""
+"""Where each trial stands, read from its workdir alone (its checkpoints through
+mimjax.checkpoint, its metric rows through mimjax.metric_files) plus the launcher's status
+marker: safe to call while the trials run, on local or gs:// roots."""
 import dataclasses
 import json
-import os
 import socket
 import time
 from typing import Any
 
 from etils import epath
 
+from mimjax import checkpoint
+from mimjax import metric_files
 from mimjax import workdir_lock
 
-# mimjax.CHECKPOINT_SUBDIR and mimjax.metrics.JSONL, not imported: they pull in orbax and
-# TensorFlow, and a report should not wait for them (tests/sweep checks that they agree).
-CHECKPOINT_SUBDIR = "checkpoints"
-METRICS_FILE = "metrics.jsonl"
-METRICS_CHUNKS = "metrics"  # mimjax.metric_files.CHUNKS
-STATUS_DIR = "status"
-# Orbax marks a finished checkpoint on object stores with this file (it renames a temporary
-# directory elsewhere, so there a bare step directory is already complete).
-COMMIT_FILE = "commit_success.txt"
+STATUS_DIR = "status"  # ROOT/status/TRIAL.json: the launcher's marker
 
 DONE, RUNNING, FAILED, STOPPED, PENDING = "done", "running", "failed", "stopped", "pending"
 
@@ -29,45 +23,9 @@ class Progress:
   status: str           # one of DONE, RUNNING, FAILED, STOPPED (started, not running), PENDING
   step: int             # the last logged step (0 before the first log)
   checkpoint_step: int  # the last complete checkpoint (0 when none)
-  rows: list[dict[str, Any]]  # metrics.jsonl, one dict per logged step
+  rows: list[dict[str, Any]]  # the metric rows (metric_files.read), in step order
   returncode: int | None = None
   running_here: bool = False  # RUNNING, as a live process on this host
-
-
-def _is_object_store(path: epath.Path) -> bool:
-  return "://" in str(path)
-
-
-def checkpoint_steps(workdir: str) -> list[int]:
-  """The steps of the workdir's complete checkpoints, ascending."""
-  directory = epath.Path(workdir) / CHECKPOINT_SUBDIR
-  if not directory.exists():
-    return []
-  steps = []
-  for child in directory.iterdir():
-    if child.name.isdigit() and child.is_dir():
-      if not _is_object_store(child) or (child / COMMIT_FILE).exists():
-        steps.append(int(child.name))
-  return sorted(steps)
-
-
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """The run's metric rows in step order, from metrics.jsonl (local workdirs) or the chunks
-  under metrics/ (buckets, see mimjax/metric_files.py); a line being written is left out."""
-  root = epath.Path(workdir)
-  files = sorted((root / METRICS_CHUNKS).glob("*.jsonl")) if (root / METRICS_CHUNKS).exists() else []
-  if (root / METRICS_FILE).exists():
-    files.append(root / METRICS_FILE)
-  rows = []
-  for f in files:
-    for line in f.read_text().splitlines():
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if isinstance(row, dict) and "step" in row:
-        rows.append(row)
-  return sorted(rows, key=lambda r: r["step"])
 
 
 def _marker(root: str, name: str) -> epath.Path:
@@ -102,9 +60,9 @@ def _read_marker(root: str, name: str) -> dict[str, Any]:
 def progress(root: str, entry: dict[str, Any]) -> Progress:
   """The status of the manifest entry `entry`: DONE once its final checkpoint is complete."""
   workdir = str(epath.Path(root) / entry["workdir"])
-  ckpts = checkpoint_steps(workdir)
-  rows = read_metrics(workdir)
-  last_ckpt = ckpts[-1] if ckpts else 0
+  latest = checkpoint.latest_step(workdir)  # None when it has none
+  last_ckpt = latest or 0
+  rows = metric_files.read(workdir)
   step = max([r["step"] for r in rows], default=0)
   marker = _read_marker(root, entry["name"])
   if entry.get("total_steps") and last_ckpt >= entry["total_steps"]:
@@ -113,7 +71,7 @@ def progress(root: str, entry: dict[str, Any]) -> Progress:
     status = FAILED
   elif marker.get("state") == RUNNING and _alive(marker):
     status = RUNNING
-  elif ckpts or rows:
+  elif latest is not None or rows:
     status = STOPPED
   else:
     status = PENDING

@@ -12,6 +12,7 @@ import time
 from etils import epath
 import pytest
 
+from mimjax import checkpoint
 from mimjax import train
 from mimjax import workdir_lock
 from mimjax.sweeps import launch
@@ -58,7 +59,7 @@ def sweep_run(tmp_path_factory):
                           stderr=subprocess.STDOUT, start_new_session=True)
   second = os.path.join(root, NAMES[1])
   deadline = time.time() + 500
-  while not os.path.isdir(os.path.join(second, "checkpoints", "3")):
+  while not os.path.isdir(os.path.join(checkpoint.checkpoint_dir(second), "3")):
     assert proc.poll() is None, (tmp / "first.log").read_text()[-3000:]
     assert time.time() < deadline, "trial 2 wrote no checkpoint"
     time.sleep(0.05)
@@ -67,7 +68,7 @@ def sweep_run(tmp_path_factory):
   marker = epath.Path(root) / progress.STATUS_DIR / f"{NAMES[1]}.json"
   _wait_until_gone(json.loads(marker.read_text())["pid"])
   killed = {"trial1": _snapshot(os.path.join(root, NAMES[0])),
-            "trial2_steps": progress.checkpoint_steps(second),
+            "trial2_steps": checkpoint.steps(second),
             "rows": report.collect(root)}
   again = sh.run(command)
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
@@ -97,7 +98,7 @@ def test_killed_sweep_resumes_trial_2_and_runs_the_rest(sweep_run, uninterrupted
   assert _snapshot(os.path.join(root, NAMES[0])) == sweep_run["killed"]["trial1"]
   assert tu.losses(os.path.join(root, NAMES[1])) == uninterrupted_trial2
   for name in NAMES:
-    assert progress.checkpoint_steps(os.path.join(root, name))[-1] == RUN["total_steps"]
+    assert checkpoint.steps(os.path.join(root, name))[-1] == RUN["total_steps"]
 
 
 def test_report_while_killed_shows_where_each_trial_stood(sweep_run):
