@@ -275,7 +275,7 @@ class _damage_as_error:
 
 
 class _out_of_space_as_error:
-  """Turns a save that failed for lack of space into one clear StorageFullError."""
+  """Turns a save that failed for lack of space into one clear errors.StorageFullError."""
 
   def __init__(self, ckpt, step):
     self._ckpt, self._step = ckpt, step
@@ -290,14 +290,10 @@ class _out_of_space_as_error:
     intact = [s for s in steps if s != self._step]
     kept = (f"the newest complete checkpoint, step {max(intact)}, is intact and the next start "
             "resumes from it" if intact else "no earlier checkpoint exists")
-    raise StorageFullError(
+    raise errors.StorageFullError(
         f"no space left on the device while saving checkpoint step {self._step} to "
         f"{self._ckpt.directory}: free space (or raise the quota) and start again; {kept}"
     ) from error
-
-
-class StorageFullError(errors.StorageFullError, CheckpointError):
-  """A checkpoint save that failed because the disk or quota is full."""
 
 
 def move_aside(ckpt: "Checkpointer", step: int) -> epath.Path:
