@@ -146,8 +146,12 @@ def _config_file_problem(flag) -> str | None:
   return None
 
 
-def _parse_error_message(error: BaseException) -> str:
-  """The one line that says what a flag or config-file failure was."""
+def config_error_message(error: BaseException) -> str:
+  """The one line that says what a flag, config override or config-file failure was.
+
+  absl and ml_collections wrap the mistake (a misspelt key's KeyError nested in the args, a config
+  file's traceback as text); the CLIs' flag parser, the sweep and the launchers unwrap it here.
+  """
   text = str(error)
   if "Error whilst parsing config file" in text:
     # ml_collections re-raises with the config file's whole traceback as text: keep its last line.
@@ -184,7 +188,7 @@ def flags_parser(prog: str, flag_values=None):
       remaining = flag_values(argv)
     except (flags.Error, UserError, KeyError, AttributeError, TypeError, ValueError) as e:
       # absl and ml_collections report a bad flag, override or config argument this way.
-      _exit(prog, e, _config_file_traceback_line(e) or _parse_error_message(e), argv)
+      _exit(prog, e, _config_file_traceback_line(e) or config_error_message(e), argv)
     except Exception as e:  # pylint: disable=broad-except
       # A config file's own code raised (ml_collections lets anything but OSError through).
       line = _config_file_traceback_line(e)

@@ -120,6 +120,24 @@ def test_config_file_problems_are_one_line(config_arg, message, tmp_path, monkey
   assert err.count("\n") == 1 and err.startswith("prog: error:") and message in err, err
 
 
+def test_a_misspelt_key_reads_alike_in_the_trainer_the_sweep_and_the_launchers(monkeypatch,
+                                                                             capsys):
+  from mimjax.launch import common as launch_common  # pylint: disable=g-import-not-at-top
+  from mimjax.sweeps import trials  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(tu.ROOT)
+  args = ["--config=configs/mae.py:demo", "--config.optim.bse_lr=1"]
+  with pytest.raises(SystemExit):
+    _parse(["prog", *args], monkeypatch)
+  trainer = capsys.readouterr().err.removeprefix("prog: error: ").strip()
+  assert 'Did you mean "base_lr" instead of "bse_lr"?' in trainer
+  with pytest.raises(trials.SweepError) as sweep:
+    trials.parse_config("configs/mae.py:demo", args[1:])
+  assert errors.one_line(str(sweep.value)) == trainer
+  with pytest.raises(launch_common.LaunchError) as launch:
+    launch_common.load_config(args)
+  assert errors.one_line(str(launch.value)) == f"the config after `--`: {trainer}"
+
+
 def test_unexpected_errors_keep_their_traceback():
   def bug():
     raise KeyError("a bug, not a user error")

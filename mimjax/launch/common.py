@@ -126,9 +126,7 @@ def load_config(trainer_args: list[str]):
   try:
     values(config_args)
   except Exception as e:  # pylint: disable=broad-except
-    while isinstance(e, BaseException) and e.args and isinstance(e.args[0], BaseException):
-      e = e.args[0]
-    raise LaunchError(f"the config after `--`: {e}") from None
+    raise LaunchError(f"the config after `--`: {errors.config_error_message(e)}") from None
   return values.config
 
 

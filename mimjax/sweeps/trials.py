@@ -121,9 +121,7 @@ def parse_config(config: str, config_args=()) -> ml_collections.ConfigDict:
   try:
     values(argv)
   except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
-    while isinstance(e, BaseException) and e.args:  # ml_collections nests the KeyError
-      e = e.args[0]
-    raise SweepError(str(e)) from None
+    raise SweepError(errors.config_error_message(e)) from None
   return values.config
 
 
