@@ -22,14 +22,11 @@ from tests import trainer_utils as tu
 SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
 
 # configs/mae.py's demo plus a held-out reconstruction evaluator, as a config file of its own.
-CONFIG_FILE = f'''
-import importlib.util
+CONFIG_FILE = '''
+from configs import mae
 from mimjax import evals
 def get_config(arg=None):
-  spec = importlib.util.spec_from_file_location("mae_config", {os.path.join(tu.ROOT, "configs", "mae.py")!r})
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
+  c = mae.get_config(arg)
   with c.unlocked():
     c.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]", every_steps=0)
   return c
