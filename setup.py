@@ -52,6 +52,6 @@ setuptools.setup(
         "mimjax-sweep = mimjax.sweeps.cli:main",
         "mimjax-compile = mimjax.compile:main",
         "mimjax-eval = mimjax.evals.cli:main",
-        "mimjax-analyze = mimjax.evals.analyze_cli:main",
+        "mimjax-analyze = mimjax.evals.analysis_cli:main",
     ]},
 )

@@ -69,7 +69,7 @@ def test_export_of_a_damaged_checkpoint_is_one_line(tmp_path):
 
 
 def test_analyze_of_a_missing_model_is_one_line(tmp_path):
-  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analyze_cli", "--model",
+  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
                        str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   lines = _error_lines(result.stderr, "mimjax-analyze")
@@ -172,7 +172,7 @@ def test_export_from_a_path_that_does_not_exist(tmp_path):
 
 
 def test_analyze_refuses_a_negative_number_of_map_images_in_one_line(tmp_path):
-  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analyze_cli", "--model",
+  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
                        str(tmp_path / "nothing"), "--out", str(tmp_path / "out"),
                        "--num_map_images=-1"])
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]

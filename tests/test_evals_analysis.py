@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.spatial import distance as scipy_distance
 
-from mimjax.evals import analysis
+from mimjax.evals import analysis_measures as measures
 from mimjax.models import vit
 
 GRID, PATCH = (4, 5), 8
@@ -20,8 +20,8 @@ def _attention(matrix, n=2, heads=3):
 def test_identity_attention_has_distance_zero_and_entropy_zero():
   t = 1 + GRID[0] * GRID[1]
   attn = _attention(np.eye(t))
-  np.testing.assert_allclose(analysis.mean_attention_distance(attn, GRID, PATCH), 0.0)
-  np.testing.assert_allclose(analysis.attention_entropy(attn), 0.0, atol=1e-12)
+  np.testing.assert_allclose(measures.mean_attention_distance(attn, GRID, PATCH), 0.0)
+  np.testing.assert_allclose(measures.attention_entropy(attn), 0.0, atol=1e-12)
 
 
 def test_uniform_attention_gives_the_mean_pairwise_patch_distance():
@@ -31,9 +31,9 @@ def test_uniform_attention_gives_the_mean_pairwise_patch_distance():
   centres = [((r + 0.5) * PATCH, (c + 0.5) * PATCH)
              for r, c in itertools.product(range(GRID[0]), range(GRID[1]))]
   expected = scipy_distance.cdist(centres, centres).mean()  # every ordered pair, self included
-  got = analysis.mean_attention_distance(attn, GRID, PATCH, num_prefix)
+  got = measures.mean_attention_distance(attn, GRID, PATCH, num_prefix)
   np.testing.assert_allclose(got, expected, rtol=1e-12)
-  np.testing.assert_allclose(analysis.attention_entropy(attn, num_prefix), np.log(t), rtol=1e-12)
+  np.testing.assert_allclose(measures.attention_entropy(attn, num_prefix), np.log(t), rtol=1e-12)
 
 
 def test_attention_to_the_right_neighbour_is_one_patch_away():
@@ -45,7 +45,7 @@ def test_attention_to_the_right_neighbour_is_one_patch_away():
     attn[1 + q, 1 + r * GRID[1] + (c + 1) % GRID[1]] = 1  # wraps around at the row's end
   wrap = (GRID[1] - 1) * PATCH
   expected = (GRID[0] * (GRID[1] - 1) * PATCH + GRID[0] * wrap) / length
-  np.testing.assert_allclose(analysis.mean_attention_distance(_attention(attn), GRID, PATCH),
+  np.testing.assert_allclose(measures.mean_attention_distance(_attention(attn), GRID, PATCH),
                              expected)
 
 
@@ -53,21 +53,21 @@ def test_attention_to_the_right_neighbour_is_one_patch_away():
 def test_rank_r_features_have_r_nonzero_singular_values(rank):
   rng = np.random.default_rng(rank)
   features = rng.normal(size=(50, rank)) @ rng.normal(size=(rank, 16)) + rng.normal(size=16)
-  spectrum = analysis.singular_spectrum(features)
+  spectrum = measures.singular_spectrum(features)
   assert spectrum[0] == pytest.approx(1.0) and np.all(np.diff(spectrum) <= 1e-12)
-  assert analysis.numerical_rank(spectrum) == rank
-  assert 1.0 <= analysis.effective_rank(spectrum) <= rank + 1e-9
+  assert measures.numerical_rank(spectrum) == rank
+  assert 1.0 <= measures.effective_rank(spectrum) <= rank + 1e-9
 
 
 def test_effective_rank_of_a_flat_spectrum_is_its_length():
-  assert analysis.effective_rank(np.ones(5)) == pytest.approx(5.0)
-  assert analysis.effective_rank(np.array([1.0, 0, 0])) == pytest.approx(1.0)
+  assert measures.effective_rank(np.ones(5)) == pytest.approx(5.0)
+  assert measures.effective_rank(np.array([1.0, 0, 0])) == pytest.approx(1.0)
 
 
 def test_token_norm_stats_find_a_planted_outlier():
   tokens = np.ones((2, 1 + 2 + 10, 4))  # norm 2 everywhere
   tokens[1, 5] *= 10
-  stats = analysis.token_norm_stats(tokens, num_registers=2)
+  stats = measures.token_norm_stats(tokens, num_registers=2)
   assert stats["patch_median"] == pytest.approx(2.0) and stats["patch_max"] == pytest.approx(20.0)
   assert stats["patch_outlier_fraction"] == pytest.approx(1 / 20)
   assert stats["registers"] == pytest.approx(2.0) and stats["cls"] == pytest.approx(2.0)
@@ -86,7 +86,7 @@ def test_encoder_records_attention_only_when_asked_and_drops_registers(num_regis
       del method
       out, state = encoder.apply(variables, x, mutable=mutable)
       return out, {"intermediates": {"encoder": state["intermediates"]}}
-  internals = jax.jit(lambda p, x: analysis.encoder_internals(Wrapper(), p, x))(params, images)
+  internals = jax.jit(lambda p, x: measures.encoder_internals(Wrapper(), p, x))(params, images)
   np.testing.assert_allclose(internals.output, plain, rtol=1e-5, atol=1e-5)  # same numbers
   tokens = 1 + num_registers + 16
   assert len(internals.attention) == 2 and internals.attention[0].shape == (2, 2, tokens, tokens)

@@ -14,7 +14,7 @@ from mimjax import evals
 from mimjax import sharding
 from mimjax import state as state_lib
 from mimjax import train
-from mimjax.evals import analyze
+from mimjax.evals import analysis_runner
 from mimjax.evals import evaluate as evaluate_lib
 from mimjax.models import masking
 from tests import trainer_utils as tu
@@ -115,7 +115,7 @@ def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
   registers = str(tmp_path / "registers")
   train.train(tu.tiny_config("mae", total_steps=2, **{"model.num_registers": 2}), registers)
   out = tmp_path / "analysis"
-  result = _cli(["-m", "mimjax.evals.analyze_cli", "--model", workdir, "--model", registers,
+  result = _cli(["-m", "mimjax.evals.analysis_cli", "--model", workdir, "--model", registers,
                  "--name", "plain", "--name", "reg", "--out", str(out), "--num_images", "24",
                  "--heads", "2:0,1:1"])
   assert result.returncode == 0, result.stderr[-3000:]
@@ -134,7 +134,7 @@ def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
 def test_analyze_with_no_map_images_draws_no_attention_maps(trained, tmp_path):
   _, workdir, _ = trained
   out = tmp_path / "analysis"
-  numbers = analyze.analyze([workdir], ["plain"], str(out), num_images=8, batch_size=8,
+  numbers = analysis_runner.analyze([workdir], ["plain"], str(out), num_images=8, batch_size=8,
                             num_map_images=0)
   written = set(os.listdir(out))
   assert {"analysis.json", "comparison.png"} <= written
@@ -143,11 +143,11 @@ def test_analyze_with_no_map_images_draws_no_attention_maps(trained, tmp_path):
 
 
 def test_analyze_heads_flag():
-  assert analyze.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
-  assert analyze.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]
+  assert analysis_runner.parse_heads([], 2, 3) == [(2, 0), (2, 1), (2, 2)]
+  assert analysis_runner.parse_heads(["1:2", "2:0"], 2, 3) == [(1, 2), (2, 0)]
   for bad in ("9:0", "1:3", "x"):
     with pytest.raises(errors.UserError, match=f"--heads: '{bad}'"):
-      analyze.parse_heads([bad], 2, 3)
+      analysis_runner.parse_heads([bad], 2, 3)
 
 
 def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):

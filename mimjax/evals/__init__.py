@@ -10,8 +10,9 @@
   knn.py              "knn": weighted kNN accuracy (DINO's protocol)
   reconstruction.py   "reconstruction": held-out MAE loss under fixed masks
   linear_probe.py     "linear_probe": MAE's linear probe on features extracted once
-  analysis.py         attention distance and entropy, spectra, token norms
-  analyze.py, plots.py  mimjax-analyze's work and figures (analyze_cli.py: the command)
+  analysis_measures.py  mimjax-analyze's measures: attention distance and entropy, spectra, norms
+  analysis_runner.py  mimjax-analyze's runner: models and images in, numbers and figures out
+  analysis_cli.py     mimjax-analyze's command line; plots.py its figures
   cli.py              mimjax-eval: kNN or linear probe of a workdir or an export
 
 The trainer calls `Evaluators(config, model, mesh)` once, `run_at_start(...)` before the first

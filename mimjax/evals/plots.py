@@ -1,6 +1,6 @@
 """Figures of mimjax-analyze (matplotlib, Agg backend: no display needed).
 
-Each function takes the per-model results of `analyze_cli.analyze_model` ({name: result}) and
+Each function takes the per-model results of `analysis_runner.analyze_model` ({name: result}) and
 writes one PNG.
 """
 import matplotlib

@@ -1,6 +1,6 @@
-"""mimjax-analyze's work: load models and images, run the analyses, write figures and numbers.
+"""mimjax-analyze's runner: load models and images, run the analyses, write figures and numbers.
 
-See analyze_cli.py for the command and analysis.py for the definitions.
+See analysis_cli.py for the command and analysis_measures.py for the definitions.
 """
 import json
 import os
@@ -13,7 +13,7 @@ import numpy as np
 from mimjax import api
 from mimjax import data
 from mimjax import errors
-from mimjax.evals import analysis
+from mimjax.evals import analysis_measures as measures
 from mimjax.evals import plots
 from mimjax.models import vit
 
@@ -58,14 +58,14 @@ def analyze_model(model, params, images, *, batch_size: int, heads, num_register
   patch = model.patch
   grid = (images.shape[1] // patch, images.shape[2] // patch)
   prefix = 1 + num_registers
-  run = jax.jit(lambda p, x: analysis.encoder_internals(model, p, data.normalize(x)))
+  run = jax.jit(lambda p, x: measures.encoder_internals(model, p, data.normalize(x)))
   distance = entropy = None
   pooled, tokens, maps = [], None, []
   for start in range(0, len(images), batch_size):
     internals = jax.device_get(run(params, jnp.asarray(images[start:start + batch_size])))
-    d = np.stack([analysis.attention_distance_sum(a, grid, patch, prefix)
+    d = np.stack([measures.attention_distance_sum(a, grid, patch, prefix)
                   for a in internals.attention])
-    e = np.stack([analysis.attention_entropy_sum(a, prefix) for a in internals.attention])
+    e = np.stack([measures.attention_entropy_sum(a, prefix) for a in internals.attention])
     distance = d if distance is None else distance + d
     entropy = e if entropy is None else entropy + e
     pooled.append(np.asarray(internals.output)[:, 1:].mean(1))
@@ -78,13 +78,13 @@ def analyze_model(model, params, images, *, batch_size: int, heads, num_register
             _cls_map(internals.attention[layer - 1][i, head], prefix, grid)
             for layer, head in heads]))
   queries = len(images) * grid[0] * grid[1]
-  spectrum = analysis.singular_spectrum(np.concatenate(pooled))
+  spectrum = measures.singular_spectrum(np.concatenate(pooled))
   return dict(
       attention_distance=(distance / queries).tolist(),
       attention_entropy=(entropy / queries).tolist(),
       singular_values=spectrum.tolist(),
-      effective_rank=analysis.effective_rank(spectrum),
-      token_norms=[analysis.token_norm_stats(t, num_registers) for t in tokens],
+      effective_rank=measures.effective_rank(spectrum),
+      token_norms=[measures.token_norm_stats(t, num_registers) for t in tokens],
       num_registers=num_registers, patch=patch, image_size=int(images.shape[1]),
       num_images=int(len(images)),
       # For the figures only (not written to JSON).

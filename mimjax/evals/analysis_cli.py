@@ -46,9 +46,9 @@ FLAGS = flags.FLAGS
 def run(argv):
   del argv
   errors.quiet_library_logs()
-  from mimjax.evals import analyze  # pylint: disable=g-import-not-at-top
+  from mimjax.evals import analysis_runner  # pylint: disable=g-import-not-at-top
   errors.exit_on_user_error(
-      "mimjax-analyze", analyze.analyze, FLAGS.model, FLAGS.name, FLAGS.out,
+      "mimjax-analyze", analysis_runner.analyze, FLAGS.model, FLAGS.name, FLAGS.out,
       dataset=FLAGS.dataset, folder=FLAGS.folder, data_dir=FLAGS.data_dir, split=FLAGS.split,
       num_images=FLAGS.num_images, batch_size=FLAGS.batch_size, image_size=FLAGS.image_size,
       heads=FLAGS.heads, num_map_images=FLAGS.num_map_images)
