@@ -10,8 +10,8 @@ import pytest
 
 import mimjax
 from mimjax import train
-from mimjax.export import testing as export_testing
 from tests import trainer_utils as tu
+from tests.export import parity
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +43,14 @@ def test_hf_export_matches_load_pretrained(lut_workdir, tmp_path):
                 noise=torch.from_numpy(noise))
   got = ours.reconstruct(images, noise)
   np.testing.assert_array_equal(np.asarray(got.mask), theirs.mask.numpy())
-  assert export_testing.relative_error(np.asarray(got.pred), theirs.logits.numpy()) < 1e-5
+  assert parity.relative_error(np.asarray(got.pred), theirs.logits.numpy()) < 1e-5
   assert float(got.loss) == pytest.approx(float(theirs.loss), rel=1e-5)
 
 
 @pytest.mark.parametrize("num_classes", [0, 10])
 def test_timm_export_loads_strictly_and_matches(lut_workdir, tmp_path, num_classes):
   import torch
-  timm = export_testing.import_timm()
+  timm = parity.import_timm()
   out = export(lut_workdir, "timm", str(tmp_path / "timm"), f"--num_classes={num_classes}")
   config = json.load(open(os.path.join(out, "config.json")))
   model = timm.models.vision_transformer.VisionTransformer(**config["model_args"]).eval()
@@ -60,7 +60,7 @@ def test_timm_export_loads_strictly_and_matches(lut_workdir, tmp_path, num_class
   with torch.no_grad():
     theirs = model.forward_features(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
   ours = np.asarray(mimjax.load_pretrained(lut_workdir).encode(images))
-  assert export_testing.relative_error(ours, theirs) < 1e-5
+  assert parity.relative_error(ours, theirs) < 1e-5
   assert (model.head.out_features if num_classes else 0) == num_classes
 
 

@@ -76,10 +76,10 @@ def test_finetuned_workdir_exports_to_timm_with_its_trained_position_embedding(f
   from mimjax import state as state_lib  # pylint: disable=g-import-not-at-top
   from mimjax.export import common  # pylint: disable=g-import-not-at-top
   from mimjax.export import rules  # pylint: disable=g-import-not-at-top
-  from mimjax.export import testing  # pylint: disable=g-import-not-at-top
   from mimjax.export import workdir as export_workdir  # pylint: disable=g-import-not-at-top
   from mimjax.models import vit  # pylint: disable=g-import-not-at-top
-  testing.import_timm()
+  from tests.export import parity  # pylint: disable=g-import-not-at-top
+  parity.import_timm()
   from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
 
   workdir = finetuned[0]
@@ -98,7 +98,7 @@ def test_finetuned_workdir_exports_to_timm_with_its_trained_position_embedding(f
   ours = np.asarray(state_lib.build_model(config).apply({"params": state["params"]}, images))
   with torch.no_grad():
     theirs = timm_model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-  assert testing.relative_error(theirs, ours) < 1e-5
+  assert parity.relative_error(theirs, ours) < 1e-5
   # Hugging Face's ViTForImageClassification has no global pooling: refused, with the way out.
   with pytest.raises(rules.ConversionError, match="global_pool=False"):
     export_workdir.export_workdir(workdir, None, "hf", str(tmp_path / "hf"))

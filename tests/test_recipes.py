@@ -196,9 +196,9 @@ def test_finetune_step_trains_the_position_embedding():
       model.apply({"params": state["params"]}, images),
       fixed.apply({"params": dict(state["params"], encoder=encoder)}, images))
   # Initialized from a pre-trained MAE (no pos_embed): the table stays the sin-cos one.
-  from mimjax.export import testing  # pylint: disable=g-import-not-at-top
-  pretrained = testing.random_params(dict(variant="mu/4", decoder_width=16, decoder_depth=1,
-                                          decoder_heads=2), 16)
+  from tests.export import parity  # pylint: disable=g-import-not-at-top
+  pretrained = parity.random_params(dict(variant="mu/4", decoder_width=16, decoder_depth=1,
+                                         decoder_heads=2), 16)
   grafted = finetune.Finetune().graft(state, pretrained, lambda _, tree: tree, "W")
   np.testing.assert_array_equal(grafted["params"]["encoder"]["pos_embed"], table)
   np.testing.assert_array_equal(grafted["params"]["encoder"]["cls"], pretrained["encoder"]["cls"])

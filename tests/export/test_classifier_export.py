@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from mimjax import export
-from mimjax.export import testing
 from mimjax.models import classifier as classifier_lib
 from mimjax.models import vit
+from tests.export import parity
 
 torch = pytest.importorskip("torch")
-timm = testing.import_timm()
+timm = parity.import_timm()
 from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-5

@@ -11,8 +11,8 @@ import safetensors.numpy
 from mimjax import export
 from mimjax.export import common
 from mimjax.export import hf_vitmae
-from mimjax.export import testing
 from mimjax.models import vit
+from tests.export import parity
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -90,7 +90,7 @@ def test_config_rebuilds_the_model(tiny, tmp_path):
 def test_custom_sizes_round_trip(tiny, tmp_path):
   """Sizes that match no named variant come back as the explicit 'W-D-H/P' variant."""
   kwargs = dict(tiny[0], variant="W24-D1-H3/4", norm_pix_loss=False, mask_ratio=0.5)
-  params = testing.random_params(kwargs, 8)
+  params = parity.random_params(kwargs, 8)
   export.save_hf(params, kwargs, 8, str(tmp_path))
   model = _from_pretrained(str(tmp_path))
   assert (model.config.hidden_size, model.config.num_hidden_layers) == (24, 1)

@@ -7,13 +7,13 @@ import pytest
 
 from mimjax import export
 from mimjax.export import common
-from mimjax.export import testing
 from mimjax.export import timm_vit
 from mimjax.models import vit
+from tests.export import parity
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
-timm = testing.import_timm()
+timm = parity.import_timm()
 from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
 
 
@@ -62,7 +62,7 @@ def test_save_timm_files_and_config(tiny, tmp_path):
 def test_named_architecture_loads_strictly(tmp_path):
   """Ti/16 at 224 px is timm's vit_tiny_patch16_224: create it by name and load strictly."""
   kwargs = dict(variant="Ti/16", decoder_depth=1)
-  params = {"encoder": testing.random_params(kwargs, 224)["encoder"]}
+  params = {"encoder": parity.random_params(kwargs, 224)["encoder"]}
   export.save_timm(params, kwargs, str(tmp_path), num_classes=10)
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["architecture"] == "vit_tiny_patch16_224"

@@ -18,10 +18,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from mimjax import export  # pylint: disable=g-import-not-at-top
-from mimjax.export import testing
 from mimjax.models import mae
 from mimjax.models import masking
 from mimjax.models import vit
+from tests.export import parity
 
 TOL = 1e-5
 # (image size, MAE kwargs): ViT-mu/16 at 224 px with a 2-layer decoder; ViT-mu/4 at 32 px, 1 layer.
@@ -40,7 +40,7 @@ def _case(geometry: str, norm_pix_loss: bool, tmp_root: str):
   rng = np.random.default_rng(1)
   images = rng.standard_normal((2, size, size, 3)).astype(np.float32)
   noise = rng.random((2, (size // model.patch) ** 2)).astype(np.float32)
-  params = testing.random_params(kwargs, size)
+  params = parity.random_params(kwargs, size)
   out_dir = os.path.join(tmp_root, f"{geometry}-{norm_pix_loss}")
   export.save_hf(params, kwargs, size, out_dir)
   ours = jax.jit(functools.partial(model.apply, method=_reconstruct_and_latent))(
@@ -83,9 +83,9 @@ def _run_hf(out_dir, images, noise, **config_changes):
 def _errors(theirs, ours):
   """(mask equal, max relative error of latent, predictions and loss, the errors by name)."""
   (out, latent), (rec, our_latent) = theirs, ours
-  errors = {"latent": testing.relative_error(latent.numpy(), our_latent),
-            "pred": testing.relative_error(out.logits.numpy(), rec.pred),
-            "loss": testing.relative_error(out.loss.numpy(), rec.loss)}
+  errors = {"latent": parity.relative_error(latent.numpy(), our_latent),
+            "pred": parity.relative_error(out.logits.numpy(), rec.pred),
+            "loss": parity.relative_error(out.loss.numpy(), rec.loss)}
   return np.array_equal(out.mask.numpy(), rec.mask), max(errors.values()), errors
 
 

@@ -16,10 +16,10 @@ torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 from mimjax import export  # pylint: disable=g-import-not-at-top
-from mimjax.export import testing
 from mimjax.models import mae
+from tests.export import parity
 
-timm = testing.import_timm()
+timm = parity.import_timm()
 from timm.models.vision_transformer import VisionTransformer  # pylint: disable=g-import-not-at-top
 
 TOL = 1e-5
@@ -35,7 +35,7 @@ def _case(geometry: str, tmp_root: str):
   size, kwargs = GEOMETRIES[geometry]
   model = mae.MAE(**kwargs)
   images = np.random.default_rng(2).standard_normal((2, size, size, 3)).astype(np.float32)
-  params = testing.random_params(kwargs, size)
+  params = parity.random_params(kwargs, size)
   out_dir = os.path.join(tmp_root, geometry)
   export.save_timm(params, kwargs, out_dir, num_classes=10, image_size=size)
   tokens = jax.jit(functools.partial(model.apply, method="encode"))({"params": params}, images)
@@ -61,7 +61,7 @@ def _forward_features(out_dir, images, **overrides):
 @pytest.mark.parametrize("geometry", list(GEOMETRIES))
 def test_timm_parity(geometry, tmp_root):
   out_dir, images, ours = _case(geometry, tmp_root)
-  error = testing.relative_error(_forward_features(out_dir, images), ours)
+  error = parity.relative_error(_forward_features(out_dir, images), ours)
   print(f"{geometry}: forward_features relative error {error:.2e}")
   assert error <= TOL
 
@@ -74,7 +74,7 @@ def test_timm_local_dir_parity(tmp_root):
   with torch.no_grad():
     x = torch.from_numpy(images.transpose(0, 3, 1, 2))
     tokens, logits = model.forward_features(x).numpy(), model(x).numpy()
-  assert testing.relative_error(tokens, ours) <= TOL
+  assert parity.relative_error(tokens, ours) <= TOL
   head = model.head.weight.detach().numpy()
   np.testing.assert_allclose(logits, ours[:, 0] @ head.T + model.head.bias.detach().numpy(),
                              rtol=1e-5, atol=1e-9)
@@ -86,6 +86,6 @@ def test_timm_parity_detects_wrong_gelu_or_eps(geometry, change, tmp_root):
   out_dir, images, ours = _case(geometry, tmp_root)
   overrides = {"tanh-gelu": dict(act_layer=functools.partial(torch.nn.GELU, approximate="tanh")),
                "ln-eps-1e-5": dict(norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-5))}
-  error = testing.relative_error(_forward_features(out_dir, images, **overrides[change]), ours)
+  error = parity.relative_error(_forward_features(out_dir, images, **overrides[change]), ours)
   print(f"{geometry} {change}: forward_features relative error {error:.2e}")
   assert error > 10 * TOL

@@ -1,4 +1,5 @@
-"""Helpers for checking exports against their PyTorch consumers (used by the tests).
+"""Helpers for checking exports against their PyTorch consumers (tests/export, tests/models and
+the fine-tuning and recipe tests use them).
 
 `import_timm()` imports timm where torchvision is missing (the Makefile installs timm with --no-deps,
 since torchvision has no CPU build here); `relative_error` is the parity measure.
