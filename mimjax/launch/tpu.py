@@ -14,6 +14,7 @@ errors; when one worker fails, stop the others and exit with its code; delete th
 from the workdir's last checkpoint. Launching again while the run is alive attaches to it.
 --dry_run prints every gcloud command and changes nothing.
 """
+import json
 import os
 import shlex
 import subprocess
@@ -190,20 +191,31 @@ def compile_check(args, trainer_args: list[str]) -> list[str] | None:
 
 
 def check_fits(check: list[str] | None, target: str):
-  """Runs the memory check `check`; LaunchError with its verdict when the config does not fit."""
+  """Runs the memory check `check`; LaunchError with its verdict when the config does not fit.
+
+  The verdict comes from the check's JSON report; its console (the memory table, the verdict
+  with the run's length and cost) is shown as it printed it.
+  """
   if not check:
     return
   print(f"launch: checking that the config fits in the memory of {target}", flush=True)
-  result = subprocess.run(check, cwd=common.ROOT, capture_output=True, text=True)
-  lines = result.stdout.strip().splitlines()
-  if result.returncode == 1:  # mimjax.compile's last line is the verdict
-    verdict = lines[-1].removeprefix("does not fit: ") if lines else "see mimjax.compile"
-    raise common.LaunchError(f"the config does not fit in the memory of {target}: {verdict}")
-  if result.returncode:
+  with tempfile.TemporaryDirectory(prefix="mimjax_fits_") as tmp:
+    report_path = os.path.join(tmp, "report.json")
+    result = subprocess.run([*check, f"--report={report_path}"], cwd=common.ROOT,
+                            capture_output=True, text=True)
+    # 0 fits, 1 does not fit: both write the report; any other status is a failed check.
+    report = None
+    if result.returncode in (0, 1) and os.path.exists(report_path):
+      with open(report_path) as f:
+        report = json.load(f)
+  if report is None:
     error = result.stderr.strip().splitlines()
     raise common.LaunchError(f"the memory check {common.show(check)[:300]} failed "
                              f"({result.returncode}): {error[-1] if error else 'no output'}")
-  print("\n".join(f"launch: {line}" for line in lines), flush=True)
+  if not report["fits"]:
+    verdict = report["verdict"].removeprefix("does not fit: ")
+    raise common.LaunchError(f"the config does not fit in the memory of {target}: {verdict}")
+  print("\n".join(f"launch: {line}" for line in result.stdout.strip().splitlines()), flush=True)
 
 
 def _wait_active(tpu: TpuVm):

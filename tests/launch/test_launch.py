@@ -361,3 +361,20 @@ def test_a_config_that_does_not_fit_is_refused_before_any_gcloud_call(cloud, gcs
                       r"\(1 hosts x 4 chips\): at least [\d.]+ GiB > 32 GiB .*; try "
                       r"--config.mesh.fsdp=4 .*\n", out.stderr), out.stderr
   assert not (cloud / "calls.log").exists()
+
+
+def test_the_memory_check_reads_the_compiles_json_report():
+  """The verdict comes from the report mimjax.compile writes, whatever its console's last line."""
+  def check(fits: bool, verdict: str) -> list[str]:
+    script = ("import json, sys; path = sys.argv[-1].removeprefix('--report='); "
+              f"json.dump(dict(fits={fits}, verdict={verdict!r}), open(path, 'w')); "
+              f"print('the memory table'); print('a last line'); sys.exit({0 if fits else 1})")
+    return [sys.executable, "-c", script]
+
+  with pytest.raises(tpu.common.LaunchError, match=r"^the config does not fit in the memory of "
+                     r"v4-8: 40.0 GiB > 32 GiB; try X$"):
+    tpu.check_fits(check(False, "does not fit: 40.0 GiB > 32 GiB; try X"), "v4-8")
+  tpu.check_fits(check(True, "fits: 1.0 GiB of 32 GiB"), "v4-8")  # no error
+  # A crash (exit status 1 as a verdict's, but no report) is a failed check, not a verdict.
+  with pytest.raises(tpu.common.LaunchError, match=r"the memory check .* failed \(1\): boom$"):
+    tpu.check_fits([sys.executable, "-c", "import sys; sys.exit('boom')"], "v4-8")
