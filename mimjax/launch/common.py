@@ -13,6 +13,7 @@ An expected error (a bad flag, a missing tool, a config that cannot run there) i
 traceback.
 """
 import argparse
+import dataclasses
 import datetime
 import os
 import re
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from typing import ClassVar
 
 # The config checks import TensorFlow (through the configs).
 from mimjax import tf_env  # pylint: disable=unused-import
@@ -111,7 +113,145 @@ def require_tool(name: str, what_to_do: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# The config against the target's devices: the same rules as the trainer's, before booking.
+# The target interface: what launch/TARGET.py and mimjax-sweep both use.
+# ---------------------------------------------------------------------------------------------
+REQUIRED = object()  # an option that launch/TARGET.py cannot do without
+
+
+def option(default, help: str, launcher=None):  # pylint: disable=redefined-builtin
+  """A target option: a dataclass field that is also a flag. `launcher` is its default in
+  launch/TARGET.py when that differs from the sweep's (REQUIRED: the launcher needs it given)."""
+  return dataclasses.field(default=default, metadata={"help": help, "launcher": launcher})
+
+
+@dataclasses.dataclass
+class Job:
+  """One trainer run: its name, its mimjax-train flags (--config and --workdir among them), its
+  workdir, and how errors name it (a sweep's trial with its overrides)."""
+  name: str
+  trainer_args: list[str]
+  workdir: str
+  label: str = ""
+
+
+@dataclasses.dataclass
+class LaunchTarget:
+  """Where runs start; a subclass is a dataclass whose `option` fields are its flags.
+
+  launch/KIND.py runs one job through `launch`; mimjax-sweep runs a sweep's trials through the
+  same methods, with the flags named `--{sweep_prefix}FIELD`.
+  """
+  kind: ClassVar[str]          # launch/KIND.py, mimjax-sweep --target=KIND
+  sweep_prefix: ClassVar[str]  # its flags' prefix in mimjax-sweep
+  waits: ClassVar[bool] = True  # run() returns once the runs end (not once they are queued)
+
+  @classmethod
+  def add_arguments(cls, parser: argparse.ArgumentParser, prefix: str = "",
+                    launcher: bool = True):
+    """The target's options as flags `--{prefix}FIELD` (with the launcher's defaults)."""
+    for f in dataclasses.fields(cls):
+      if "help" not in f.metadata:
+        continue
+      default = f.default
+      if launcher and f.metadata["launcher"] is not None:
+        default = f.metadata["launcher"]
+      kwargs = dict(dest=prefix + f.name, help=f.metadata["help"])
+      if default is REQUIRED:
+        kwargs["required"] = True
+      else:
+        kwargs["default"] = default
+      if isinstance(f.default, bool):
+        kwargs["action"] = "store_true"
+      elif isinstance(f.default, tuple):
+        kwargs.update(action="append", default=list(f.default))
+      elif f.type in (int, int | None):
+        kwargs["type"] = int
+      parser.add_argument(f"--{prefix}{f.name}", **kwargs)
+
+  @classmethod
+  def from_args(cls, args: argparse.Namespace, prefix: str = ""):
+    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
+              if "help" in f.metadata}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+  # What each run gets: the config must divide over these (the trainer's own checks).
+  @property
+  def num_processes(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def num_devices(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def label(self) -> str:
+    """The target in messages, e.g. `v4-16 (2 hosts x 4 chips)`."""
+    raise NotImplementedError
+
+  def side_by_side(self, parallel: int | None):
+    """Prepares for `parallel` runs at once (None: the target's default); LaunchError when the
+    target cannot run that many."""
+
+  def check(self, config, label: str = ""):
+    """The config against each run's processes and devices: config_lib.validate, as the trainer
+    will (the data is checked where the runs read it)."""
+    from mimjax import config_lib  # pylint: disable=g-import-not-at-top
+    try:
+      config_lib.validate(config, self.num_processes, self.num_devices, check_data=False)
+    except errors.UserError as e:
+      raise LaunchError(f"{label or 'the config'} cannot run on {self.label}: {e}") from None
+
+  def config_path(self, path: str) -> str:
+    """The config file as the runs' hosts name it (this machine's path by default)."""
+    return path
+
+  def dry_run(self, jobs: list[Job], records: str) -> list[str]:
+    """The commands (or script) that `run` would run: what --dry_run prints."""
+    raise NotImplementedError
+
+  def preflight(self, jobs: list[Job], records: str):
+    """Before anything is booked: the tools it needs, the checkout it ships (LaunchError)."""
+
+  def check_fits(self, jobs: list[Job]):
+    """Each run fits in the devices' memory (LaunchError naming the job), where that can be
+    known before booking them."""
+
+  def run(self, jobs: list[Job], records: str, on_start=None, on_end=None) -> int:
+    """Runs `jobs` (shipping this checkout, recorded in RECORDS/launch/, where the target runs
+    a copy); `on_start(name, pid)` and `on_end(name, exit code)` follow each run where the
+    target sees it. Returns the exit status for the command line."""
+    raise NotImplementedError
+
+
+def launcher_parser(target: type[LaunchTarget]) -> ArgumentParser:
+  """launch/KIND.py's flags: the target's options, --dry_run, --verbose."""
+  module = sys.modules[target.__module__]
+  p = ArgumentParser(prog=f"launch/{target.kind}.py", description=module.__doc__.split("\n\n")[0])
+  target.add_arguments(p)
+  p.add_argument("--dry_run", action="store_true",
+                 help="Print the commands (or script); start nothing.")
+  return p
+
+
+def launch(target_class: type[LaunchTarget], argv: list[str]) -> int:
+  """launch/KIND.py: one run of mimjax-train on the target; checks first, before anything is
+  booked (the tools, the checkout, the config, the workdir); --dry_run only prints."""
+  args, trainer_args = parse(launcher_parser(target_class), argv)
+  target = target_class.from_args(args)
+  workdir = workdir_of(trainer_args)
+  job = Job(os.path.basename(workdir.rstrip("/")) or workdir, trainer_args, workdir)
+  if args.dry_run:
+    print("\n".join(target.dry_run([job], workdir)))
+    return 0
+  target.preflight([job], workdir)
+  target.check(load_config(trainer_args))
+  target.check_fits([job])
+  check_workdir(workdir)
+  return target.run([job], workdir)
+
+
+# ---------------------------------------------------------------------------------------------
+# The config the trainer would run with, and the workdir it would write.
 # ---------------------------------------------------------------------------------------------
 def load_config(trainer_args: list[str]):
   """The config the trainer would run with (the config file plus --config.* overrides)."""
@@ -128,24 +268,6 @@ def load_config(trainer_args: list[str]):
   except Exception as e:  # pylint: disable=broad-except
     raise LaunchError(f"the config after `--`: {errors.config_error_message(e)}") from None
   return values.config
-
-
-def check_config(config, num_devices: int, num_processes: int, target: str):
-  """Raises LaunchError if the batch or mesh cannot run on `num_devices` devices."""
-  batch, accum = config.input.batch_size, config.optim.accum_steps
-  where = f"on the {num_devices} devices of {target}"
-  if batch % num_processes:
-    raise LaunchError(f"config.input.batch_size={batch} does not split over the "
-                      f"{num_processes} hosts of {target}: use a multiple of {num_processes}")
-  if batch % accum or (batch // accum) % num_devices:
-    raise LaunchError(f"config.input.batch_size={batch} (micro-batch {batch // max(accum, 1)}) "
-                      f"does not divide {where}: use a multiple of {num_devices * accum}")
-  fsdp, data = config.mesh.fsdp, config.mesh.data
-  if num_devices % fsdp:
-    raise LaunchError(f"config.mesh.fsdp={fsdp} does not divide {where}")
-  if data != -1 and data * fsdp != num_devices:
-    raise LaunchError(f"config.mesh: data x fsdp = {data} x {fsdp} must equal the "
-                      f"{num_devices} devices of {target} (or set config.mesh.data=-1)")
 
 
 def check_workdir(workdir: str):

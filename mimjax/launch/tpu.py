@@ -14,6 +14,7 @@ errors; when one worker fails, stop the others and exit with its code; delete th
 from the workdir's last checkpoint. Launching again while the run is alive attaches to it.
 --dry_run prints every gcloud command and changes nothing.
 """
+import dataclasses
 import json
 import os
 import shlex
@@ -42,24 +43,6 @@ def tpu_slice(accelerator_type: str) -> hardware.Slice:
         f"unknown --accelerator_type {accelerator_type!r}: expected FAMILY-SIZE with FAMILY one "
         f"of {prefixes}, e.g. v5litepod-16, v6e-8, v4-32, v5p-16")
   return found
-
-
-def parser():
-  p = common.ArgumentParser(prog="launch/tpu.py", description=__doc__.split("\n\n")[0])
-  p.add_argument("--name", required=True, help="The slice (TPU VM) name.")
-  p.add_argument("--zone", required=True, help="e.g. us-central1-a; the bucket's region.")
-  p.add_argument("--accelerator_type", required=True, help="e.g. v5litepod-16, v4-32.")
-  p.add_argument("--runtime_version", default=None, help="Default: the family's base image.")
-  p.add_argument("--project", default=None, help="Default: gcloud's configured project.")
-  p.add_argument("--spot", action="store_true", help="Spot capacity; recreate when preempted.")
-  p.add_argument("--queued", action="store_true", help="Create through queued-resources.")
-  p.add_argument("--keep", action="store_true", help="Keep the slice at the end (it bills).")
-  p.add_argument("--max_restarts", type=int, default=20, help="Spot: preemptions to survive.")
-  p.add_argument("--python", default="python3", help="The workers' Python interpreter.")
-  p.add_argument("--skip_compile_check", action="store_true",
-                 help="Do not check with mimjax.compile that the config fits in memory.")
-  p.add_argument("--dry_run", action="store_true", help="Print the commands; run nothing.")
-  return p
 
 
 class TpuVm:
@@ -283,33 +266,6 @@ def ship(tpu: TpuVm, workdir: str) -> str:
   return archive
 
 
-def launch(argv: list[str]) -> int:
-  args, trainer_args = common.parse(parser(), argv)
-  tpu = TpuVm(args)
-  workdir = common.workdir_of(trainer_args)
-  common.check_shared_workdir(workdir, "TPU slice")
-  check = compile_check(args, trainer_args)
-
-  if args.dry_run:
-    print(f"# {tpu.label}; code: git archive of this checkout, recorded in {workdir}/launch/")
-    for command in ([check] if check else []) + plan(tpu, [(trainer_args, workdir)]):
-      print(common.show(command))
-    return 0
-
-  require_gcloud()
-  common.check_checkout()
-  common.check_config(common.load_config(trainer_args), tpu.hosts * tpu.devices_per_host,
-                      tpu.hosts, tpu.label)
-  check_fits(check, tpu.label)
-  common.check_workdir(workdir)
-
-  # A live run of this workdir on the slice: follow it rather than start a second copy.
-  if _state(tpu) == "READY" and _call(tpu.ssh(0, tpu.alive(workdir)), check=False).returncode == 0:
-    print(f"launch: a run of {workdir} is alive on {args.name}: attaching", flush=True)
-    return finish(tpu, _run(tpu, trainer_args, workdir, attach=True))
-  return finish(tpu, run(tpu, ship(tpu, workdir), trainer_args, workdir))
-
-
 def finish(tpu: TpuVm, code: int) -> int:
   """Deletes the slice (or with --keep says how to); returns `code`."""
   if tpu.args.keep:
@@ -318,6 +274,116 @@ def finish(tpu: TpuVm, code: int) -> int:
   else:
     _call(tpu.delete(), check=False)
   return code
+
+
+@dataclasses.dataclass
+class TpuTarget(common.LaunchTarget):
+  """One Cloud TPU VM slice: its runs go in turn on all its hosts, then it is deleted."""
+  kind = "tpu"
+  sweep_prefix = ""
+
+  name: str | None = common.option(None, "The slice (TPU VM) name.", launcher=common.REQUIRED)
+  zone: str | None = common.option(None, "e.g. us-central1-a; the bucket's region.",
+                                   launcher=common.REQUIRED)
+  accelerator_type: str | None = common.option(None, "e.g. v5litepod-16, v4-32.",
+                                               launcher=common.REQUIRED)
+  runtime_version: str | None = common.option(None, "Default: the family's base image.")
+  project: str | None = common.option(None, "Default: gcloud's configured project.")
+  spot: bool = common.option(False, "Spot capacity; recreate when preempted.")
+  queued: bool = common.option(False, "Create through queued-resources.")
+  keep: bool = common.option(False, "Keep the slice at the end (it bills).")
+  max_restarts: int = common.option(20, "Spot: preemptions to survive.")
+  python: str = common.option("python3", "The workers' Python interpreter.")
+  skip_compile_check: bool = common.option(
+      False, "Do not check with mimjax.compile that the config fits in memory.")
+  vm: TpuVm | None = dataclasses.field(default=None, init=False, repr=False)
+
+  def __post_init__(self):
+    missing = [f"--{k}" for k in ("name", "zone", "accelerator_type") if not getattr(self, k)]
+    if missing:
+      raise common.LaunchError(f"--target=tpu needs {' '.join(missing)}: the slice to create, "
+                               "e.g. --name=sweep --zone=us-central1-a "
+                               "--accelerator_type=v5litepod-8")
+    self.vm = TpuVm(self)
+
+  @property
+  def num_processes(self) -> int:
+    return self.vm.hosts
+
+  @property
+  def num_devices(self) -> int:
+    return self.vm.hosts * self.vm.devices_per_host
+
+  @property
+  def label(self) -> str:
+    return self.vm.label
+
+  def side_by_side(self, parallel: int | None):
+    if parallel not in (None, 1):
+      raise common.LaunchError(f"--parallel={parallel} with --target=tpu: the trials run in "
+                               "turn on one slice (its chips serve one trainer); drop --parallel")
+
+  def config_path(self, path: str) -> str:
+    """`path` inside the shipped checkout, where the workers unpack it."""
+    relative = os.path.relpath(path, common.ROOT)
+    if relative.startswith(".."):
+      raise common.LaunchError(f"--config {path} is outside this checkout ({common.ROOT}), "
+                               "which is what the slice gets: put the config file under configs/")
+    return relative
+
+  def _check_storage(self, jobs: list[common.Job], records: str):
+    flag = "--workdir" if [j.workdir for j in jobs] == [records] else "--root"
+    common.check_shared_workdir(records, "TPU slice", flag=flag)
+
+  def _checks(self, jobs: list[common.Job]) -> list[list[str]]:
+    return [c for c in (compile_check(self, job.trainer_args) for job in jobs) if c]
+
+  def dry_run(self, jobs: list[common.Job], records: str) -> list[str]:
+    self._check_storage(jobs, records)
+    commands = self._checks(jobs) + plan(self.vm, [(j.trainer_args, j.workdir) for j in jobs])
+    return [f"# {self.vm.label}; code: git archive of this checkout, recorded in "
+            f"{records}/{common.SHIPPED}/", *(common.show(c) for c in commands)]
+
+  def preflight(self, jobs: list[common.Job], records: str):
+    self._check_storage(jobs, records)
+    require_gcloud()
+    common.check_checkout()
+
+  def check_fits(self, jobs: list[common.Job]):
+    for job in jobs:
+      where = f"{self.vm.label} for {job.label}" if job.label else self.vm.label
+      check_fits(compile_check(self, job.trainer_args), where)
+
+  def run(self, jobs: list[common.Job], records: str, on_start=None, on_end=None) -> int:
+    """Runs `jobs` in turn on the slice, creating it and installing this checkout once; a run of
+    a job's workdir still alive on the slice is attached to rather than started again. A job
+    that fails is reported and the next one runs; Ctrl-C stops the trainers (they save) and ends
+    the list. Deletes the slice at the end unless --keep."""
+    archive, code = None, 0
+    try:
+      for job in jobs:
+        print(f"=== {job.name}: {' '.join(job.trainer_args)}", flush=True)
+        if on_start:  # this launcher's pid: the run counts as running while it lives
+          on_start(job.name, os.getpid())
+        if (_state(self.vm) == "READY" and
+            _call(self.vm.ssh(0, self.vm.alive(job.workdir)), check=False).returncode == 0):
+          print(f"launch: a run of {job.workdir} is alive on {self.name}: attaching", flush=True)
+          code = _run(self.vm, job.trainer_args, job.workdir, attach=True)
+        else:
+          archive = archive or ship(self.vm, records)
+          code = run(self.vm, archive, job.trainer_args, job.workdir)
+        if on_end:
+          on_end(job.name, code)
+        print(f"=== {job.name}: {'finished' if code == 0 else f'exit status {code}'}", flush=True)
+        if code == 130:  # interrupted
+          break
+    finally:
+      finish(self.vm, code)
+    return code
+
+
+def launch(argv: list[str]) -> int:
+  return common.launch(TpuTarget, argv)
 
 
 def main():

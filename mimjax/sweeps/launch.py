@@ -1,18 +1,18 @@
 """A sweep from files to running trials: load, validate every trial, record, then dispatch.
 
 Nothing starts (and nothing is written) until every trial's config has been built and validated
-and the manifest agrees with what already ran under the root.
+for the target's processes and devices and the manifest agrees with what already ran under the
+root. The trials run through a launch target (mimjax.launch.targets), as launch/KIND.py runs one.
 """
 import os
 
 from mimjax import config_lib
 from mimjax import data
 from mimjax import errors
-from mimjax.sweeps import local
+from mimjax.launch import common
+from mimjax.launch import local
 from mimjax.sweeps import manifest as manifest_lib
 from mimjax.sweeps import progress as progress_lib
-from mimjax.sweeps import slurm
-from mimjax.sweeps import tpu
 from mimjax.sweeps import trials as trials_lib
 from mimjax.sweeps.trials import SweepError
 
@@ -83,79 +83,61 @@ def _actions(root: str, manifest: dict, trials: list[trials_lib.Trial]) -> dict[
   return actions
 
 
-def launch(config: str, sweep: str, root: str, trainer_flags: list[str], target: str = "local",
-           parallel: int | None = None, dry_run: bool = False,
-           slurm_options: slurm.Options = slurm.Options(),
-           tpu_options: tpu.Options = tpu.Options()) -> int:
-  """Runs (or with `dry_run` lists) the sweep; returns the exit status for the command line."""
+def _jobs(target: common.LaunchTarget, base: trials_lib.Base, root: str,
+          trials: list[trials_lib.Trial]) -> list[common.Job]:
+  """The trials as the target's jobs, their config file named as the target's hosts see it."""
+  path, sep, arg = base.config.partition(":")
+  seen = trials_lib.Base(target.config_path(path) + sep + arg, base.flags)
+  return [common.Job(t.name, t.trainer_args(seen, manifest_lib.workdir(root, t.name)),
+                     manifest_lib.workdir(root, t.name), t.label()) for t in trials]
+
+
+def launch(config: str, sweep: str, root: str, trainer_flags: list[str],
+           target: common.LaunchTarget | None = None, parallel: int | None = None,
+           dry_run: bool = False) -> int:
+  """Runs (or with `dry_run` lists) the sweep on `target` (default: this machine); returns the
+  exit status for the command line."""
+  target = target or local.LocalTarget()
   _check_trainer_flags(trainer_flags)
   if "://" not in root:
     root = os.path.abspath(root)  # the trials may start elsewhere (SLURM nodes)
-  if target == "tpu" and parallel not in (None, 1):
-    raise SweepError(f"--parallel={parallel} with --target=tpu: the trials run in turn on one "
-                     "slice (its chips serve one trainer); drop --parallel")
-  tpu_target = tpu.Target(tpu_options, root) if target == "tpu" else None
-  devices = local.cpu_only() if target == "local" else None
-  probe = local.start_probe() if target == "local" and devices is None else None
-  try:
-    base = trials_lib.Base(trials_lib.absolute_config_spec(config), tuple(trainer_flags))
-    sweep_overrides = trials_lib.load_sweep(sweep)
-    trials_lib.parse_config(base.config, base.config_flags)  # the base alone must parse
-    existing = manifest_lib.read(root)
-  except BaseException:
-    if probe is not None:
-      probe.kill()
-      probe.wait()
-    raise
-  if probe is not None:
-    devices = local.finish_probe(probe)
-  if target == "local":
-    num_processes, num_devices = 1, local.share(devices, parallel or 1)
-  elif tpu_target:
-    num_processes, num_devices = tpu_target.num_processes, tpu_target.num_devices
-  else:
-    num_processes, num_devices = slurm_options.nodes, slurm_options.num_devices()
-  trials = build_trials(base, sweep_overrides, existing, num_processes, num_devices)
+  target.side_by_side(parallel)
+  base = trials_lib.Base(trials_lib.absolute_config_spec(config), tuple(trainer_flags))
+  sweep_overrides = trials_lib.load_sweep(sweep)
+  trials_lib.parse_config(base.config, base.config_flags)  # the base alone must parse
+  existing = manifest_lib.read(root)
+  num_devices = target.num_devices
+  trials = build_trials(base, sweep_overrides, existing, target.num_processes, num_devices)
   manifest = manifest_lib.merge(existing, base, trials)
   actions = _actions(root, manifest, trials)
-  todo = [t for t in trials if actions[t.name] != SKIP]
-  if tpu_target:  # trainer flags for the workers, which run the shipped checkout
-    shipped = tpu_target.base(base)
-    jobs = [(t.name, t.trainer_args(shipped, manifest_lib.workdir(root, t.name))) for t in todo]
-  else:
-    jobs = [(t.name, t.command(base, manifest_lib.workdir(root, t.name))) for t in todo]
+  jobs = _jobs(target, base, root, [t for t in trials if actions[t.name] != SKIP])
 
   width = max(len(t.name) for t in trials)
   print(f"{len(trials)} trials under {root} ({num_devices} device(s) each):")
   for trial in trials:
     print(f"  {trial.name.ljust(width)}  {actions[trial.name]:<22}  "
           f"{trials_lib.describe(trial.overrides)}")
-  script = slurm.render(jobs, root, slurm_options, parallel) if target == "slurm" and jobs else None
   if dry_run:
-    if script:
-      print(f"\nThe array job (submitted without --dry_run):\n\n{script}")
-    elif tpu_target and jobs:
-      print("\nThe gcloud commands (run without --dry_run):\n")
-      print("\n".join(tpu_target.plan(jobs)))
-    else:
-      for name, command in jobs:
-        print(f"\n{name}:\n  {' '.join(command)}")
+    if jobs:
+      print(f"\nWhat --target={target.kind} runs (without --dry_run):\n")
+      print("\n".join(target.dry_run(jobs, root)))
     return 0
-  if tpu_target:
-    tpu_target.check(trials, jobs)  # the memory check of every trial, before the slice exists
+  if jobs:
+    target.preflight(jobs, root)
+    target.check_fits(jobs)  # e.g. the memory check of every trial, before a TPU slice exists
+    common.check_workdir(root)
   manifest_lib.write(root, manifest)
   if not jobs:
     print("Every trial is done: see the results with --report", root)
     return 0
-  if target == "slurm":
-    job_id = slurm.submit(script, root)
-    print(f"Submitted array job {job_id}: {len(jobs)} tasks; watch it with `squeue -j {job_id}`, "
-          f"results with --report {root}")
-    return 0
-  if tpu_target:
-    tpu_target.run(jobs)
-  else:
-    local.run(root, jobs, devices, parallel or 1)
+  code = target.run(
+      jobs, root,
+      on_start=lambda name, pid: progress_lib.mark(root, name, progress_lib.RUNNING, pid=pid),
+      on_end=lambda name, code: progress_lib.mark(
+          root, name, progress_lib.DONE if code == 0 else progress_lib.FAILED, code))
+  if not target.waits:
+    print(f"{len(jobs)} trial(s) queued on {target.kind}: follow them with --report {root}")
+    return code
   entries = {t["name"]: t for t in manifest["trials"]}
   unfinished = [t.name for t in trials
                 if progress_lib.progress(root, entries[t.name]).status != progress_lib.DONE]

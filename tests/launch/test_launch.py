@@ -195,7 +195,8 @@ def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
     ("v9-16", ["--workdir", f"{BUCKET}/x"], "unknown --accelerator_type 'v9-16'"),
     ("v4-16", ["--workdir", "/tmp/run"], "is a local path, but the hosts of a TPU slice"),
     ("v4-16", ["--workdir", f"{BUCKET}/x", "--config.input.batch_size=12"],
-     "config.input.batch_size=12 .* does not divide on the 8 devices of v4-16"),
+     r"the config cannot run on v4-16 \(2 hosts x 4 chips\): config.input.batch_size: 12 is not "
+     "divisible by the 8 devices"),
     ("v4-16", ["--workdir", "gs://no-such-bucket/x"], "bucket gs://no-such-bucket does not exist"),
 ])
 def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, accelerator, trainer,
@@ -209,10 +210,9 @@ def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, acceler
 
 def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
   """The follower never starts before the log exists, however fast the trainer is."""
-  args = tpu.parser().parse_args(["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
-                                   "--python", "echo"])
+  target = tpu.TpuTarget(name="t", zone="z", accelerator_type="v4-8", python="echo")
   (tmp_path / "mimjax").mkdir()
-  command = tpu.TpuVm(args).run(0, ["--workdir", "gs://b/r"], "gs://b/r")
+  command = target.vm.run(0, ["--workdir", "gs://b/r"], "gs://b/r")
   for _ in range(20):
     out = subprocess.run(["bash", "-c", command], env=dict(os.environ, HOME=str(tmp_path)),
                          capture_output=True, text=True, timeout=30)

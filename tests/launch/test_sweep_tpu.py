@@ -6,7 +6,6 @@ twice (the second run finds both trials done); the report tests read its root.
 """
 import contextlib
 import csv
-import dataclasses
 import io
 import sys
 
@@ -15,9 +14,9 @@ import pytest
 
 from mimjax import errors
 from mimjax import topology
+from mimjax.launch import tpu
 from mimjax.sweeps import launch
 from mimjax.sweeps import report
-from mimjax.sweeps import tpu
 from tests.launch import gcs_emulator
 from tests.launch import launch_utils as lu
 from tests.sweep import sweep_helpers as sh
@@ -27,15 +26,15 @@ RUN = {"total_steps": 2, "ckpt_every_steps": 2, "log_every_steps": 1}
 GRID = [{"model.mask_ratio": 0.5}, {"model.mask_ratio": 0.9}]
 NAMES = ["mask_ratio_0.5", "mask_ratio_0.9"]
 SLICE = ["--name=sweep", "--zone=us-central1-a", "--accelerator_type=v4-8"]
-OPTIONS = tpu.Options(name="sweep", zone="us-central1-a", accelerator_type="v4-8",
-                      skip_compile_check=True)
+OPTIONS = dict(name="sweep", zone="us-central1-a", accelerator_type="v4-8",
+               skip_compile_check=True)
 
 
 def _launch(sweep_file, root, flags, options=OPTIONS, **kwargs) -> tuple[int, str]:
   """The sweep in this process, which has the configs loaded already: (exit status, output)."""
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    code = launch.launch(sh.CONFIG, sweep_file, root, flags, target="tpu", tpu_options=options,
+    code = launch.launch(sh.CONFIG, sweep_file, root, flags, target=tpu.TpuTarget(**options),
                          **kwargs)
   return code, out.getvalue()
 
@@ -116,7 +115,7 @@ def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
                            r"filesystem: use a bucket .* --root gs://BUCKET/"):
     _launch(sweep_file, str(tmp_path / "root"), [])
   with pytest.raises(errors.UserError, match="--target=tpu needs --zone"):
-    _launch(sweep_file, ROOT, [], tpu.Options(name="s", accelerator_type="v4-8"))
+    _launch(sweep_file, ROOT, [], dict(name="s", accelerator_type="v4-8"))
   with pytest.raises(errors.UserError, match="--parallel=2 with --target=tpu: the trials run in "
                                              "turn on one slice"):
     _launch(sweep_file, ROOT, [], parallel=2)
@@ -134,7 +133,7 @@ def test_a_trial_that_does_not_fit_is_refused_before_the_slice_exists(gcs, tmp_p
           "model.mask_ratio": 0.1}
   sweep_file = sh.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
   root = f"{ROOT}_too_big"
-  checked = dataclasses.replace(OPTIONS, skip_compile_check=False)
+  checked = dict(OPTIONS, skip_compile_check=False)
   _, dry = _launch(sweep_file, root, ["--config.total_steps=2"], checked, dry_run=True)
   checks = [l for l in dry.splitlines() if " -m mimjax.compile " in l]
   assert len(checks) == 2 and all(l.endswith(" --topology=v4-8") for l in checks)

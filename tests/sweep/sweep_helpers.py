@@ -6,7 +6,6 @@ import sys
 from tests import trainer_utils as tu
 
 SWEEP_CLI = os.path.join(tu.ROOT, "launch", "sweep.py")
-STANDIN_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")
 CONFIG = f"{tu.ROOT}/configs/mae.py:demo"
 
 
@@ -27,14 +26,11 @@ def sweep_cmd(sweep_file: str, root: str, *flags, trainer_flags=()) -> list[str]
           f"--root={root}", *flags, "--", *trainer_flags]
 
 
-def env(path_first: str | None = None) -> dict:
+def env() -> dict:
   """The trainer tests' environment, CPU only (the sweep then needs no device probe)."""
-  e = dict(tu.cli_env(), JAX_PLATFORMS="cpu")
-  if path_first:
-    e["PATH"] = f"{path_first}:{e['PATH']}"
-  return e
+  return dict(tu.cli_env(), JAX_PLATFORMS="cpu")
 
 
-def run(args, timeout=600, path_first=None) -> subprocess.CompletedProcess:
-  return subprocess.run(args, env=env(path_first), capture_output=True, text=True,
+def run(args, timeout=600) -> subprocess.CompletedProcess:
+  return subprocess.run(args, env=env(), capture_output=True, text=True,
                         timeout=timeout, cwd=tu.ROOT)
