@@ -45,9 +45,11 @@ def pretraining_recipe(c):
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 512, 8, 16
   c.optim.base_lr = 1.5e-4  # PRETRAIN.md --blr
   c.optim.warmup_epochs = 40  # PRETRAIN.md --warmup_epochs
+  c.optim.min_lr = 0.0  # util/lr_sched.py: the cosine ends at --min_lr, 0 by default
   c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.95, 1e-8  # main_pretrain.py's AdamW betas
   c.optim.weight_decay = 0.05  # PRETRAIN.md --weight_decay
   c.optim.decay_cls = True  # pre-training decays every >1-D parameter, the tokens included
+  c.optim.layer_decay = 1.0  # one lr for every layer (layer-wise decay is fine-tuning's)
   c.optim.grad_clip_norm = 0.0  # main_pretrain.py clips nothing
 
 

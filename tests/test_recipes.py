@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from mimjax import config_lib
 from mimjax import optim
 from mimjax import state as state_lib
 from mimjax import step as step_lib
@@ -229,3 +230,63 @@ def test_graft_refuses_a_learned_position_embedding_it_cannot_hold():
   fixed = dict(params, encoder={k: v for k, v in params["encoder"].items() if k != "pos_embed"})
   with pytest.raises(errors.ConfigError, match="learn_pos_embed=False would discard"):
     method.graft({"params": fixed}, params, keep, "W")
+
+
+# Keys the recipes leave to the schema on purpose: how to compute, not what the papers publish.
+NOT_PUBLISHED = ("model.attention_impl", "model.remat", "model.num_registers")
+PUBLISHED_INPUT = ("input.dataset", "input.batch_size", "input.image_size", "input.fast_resize")
+
+
+def _published(c):
+  """{key: value} of what a recipe publishes: the run length, the data's size, every model,
+  optimizer and method key."""
+  out = {}
+  def walk(section, prefix):
+    for key in section:
+      value = section[key]
+      if hasattr(value, "keys"):
+        walk(value, f"{prefix}{key}.")
+      else:
+        out[f"{prefix}{key}"] = value
+  walk(c, "")
+  method_sections = ("model.", "optim.", "lut.", "finetune.")
+  keep = lambda k: (k == "epochs" or k in PUBLISHED_INPUT or k.startswith(method_sections)
+                    or (c.method == "finetune" and k in ("input.randaugment",
+                                                         "input.eval_crop_fraction")))
+  return {k: v for k, v in out.items() if keep(k) and k not in NOT_PUBLISHED}
+
+
+def _shifted(value):
+  """Another value of the same type."""
+  if isinstance(value, bool):
+    return not value
+  if isinstance(value, int):
+    return value + 7
+  if isinstance(value, float):
+    return value + 0.125
+  return value + "_shifted" if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("method,arg", [
+    ("mae", None), ("mae", "variant=L/16,dataset=imagenet2012"), ("mae", "demo"),
+    ("lut", None), ("lut", "variant=H/14"), ("lut", "demo"),
+    ("finetune", None), ("finetune", "variant=L/16"), ("finetune", "recipe=lut"),
+    ("finetune", "demo")])
+def test_recipes_set_every_published_value_themselves(method, arg, monkeypatch):
+  """Each recipe value has one home, configs/: with every schema default moved, the recipes
+  publish the same values (a recipe that leaned on a default would move with it)."""
+  expected = _published(tu.load_config(method, arg))
+  schema = config_lib.base_config
+
+  def moved_schema(name):
+    c = schema(name)
+    for key, value in _published(c).items():
+      *parents, leaf = key.split(".")
+      section = c
+      for p in parents:
+        section = section[p]
+      section[leaf] = _shifted(value)
+    return c
+
+  monkeypatch.setattr(config_lib, "base_config", moved_schema)
+  assert _published(tu.load_config(method, arg)) == expected
