@@ -115,7 +115,57 @@ def test_memory_matches_the_state(reports, name, hbm):
   assert state + mem["batch"] <= mem["arguments"] <= 1.15 * (state + mem["batch"])
   assert r["peak_memory_bytes_per_device"] >= mem["arguments"] + mem["temporaries"]
   assert r["hbm_bytes_per_device"] == hbm * 2 ** 30
-  assert r["fits"] and r["verdict"].startswith("fits: ") and r["verdict"].endswith(f"of {hbm} GiB")
+  assert r["fits"] and r["verdict"].startswith("fits: ") and f" of {hbm} GiB; " in r["verdict"]
+
+
+@needs_libtpu
+@pytest.mark.parametrize("name,steps", [("v5e:2x2", 200), ("v4:2x2x1", 4)])
+def test_the_verdict_gives_the_runs_length_and_cost(reports, compared, name, steps):
+  """The bill: the run's steps (total_steps set: the demo's 200, the tiny config's 4) at the
+  estimated step time, in hours on the slice's 4 chips and in chip-hours."""
+  r = reports[name]
+  assert (r["total_steps"], r["epochs"]) == (steps, None)
+  assert r["run_hours_at_mfu"] == pytest.approx(steps * r["step_seconds_at_mfu"] / 3600)
+  assert r["chip_hours_at_mfu"] == pytest.approx(4 * r["run_hours_at_mfu"])
+  assert re.fullmatch(rf"fits: [\d.]+ GiB of \d+ GiB; {steps} steps x (< )?[\d.]+ m?s = "
+                      r"(< )?[\d.]+ h on 4 chips = (< )?[\d.]+ chip-hours at 40% MFU",
+                      r["verdict"]), r["verdict"]
+  if name == "v5e:2x2":  # the CLI prints it
+    assert r["verdict"] in compared[0].stdout
+
+
+def _imagenet_recipe(**overrides):
+  """MAE's published length: 1600 epochs of ImageNet at batch 4096."""
+  overrides = {"total_steps": None, "epochs": 1600, "optim.warmup_epochs": 40,
+               "input.batch_size": 4096, "input.dataset": "imagenet2012", **overrides}
+  return tu.tiny_config("mae", **overrides)
+
+
+def test_the_runs_steps_are_the_trainers(monkeypatch):
+  """Epochs: the steps come from the dataset's size as the trainer derives them."""
+  from mimjax import data
+
+  monkeypatch.setattr(data, "num_examples", lambda cfg: 1_281_167)  # tfds imagenet2012's train
+  config = _imagenet_recipe()
+  assert compile_lib.run_steps(config) == (1600 * 312, None)
+  assert compile_lib.run_steps(config)[0] == config_lib.steps(config, 1_281_167)[0]
+  r = dict(epochs=1600, total_steps=499_200, step_seconds_at_mfu=0.19, assumed_mfu=0.4,
+           num_devices=16, run_hours_at_mfu=499_200 * 0.19 / 3600,
+           chip_hours_at_mfu=16 * 499_200 * 0.19 / 3600)
+  assert compile_lib.format_bill(r) == ("1600 epochs = 499,200 steps x 0.19 s = 26 h on 16 chips "
+                                        "= 422 chip-hours at 40% MFU")
+
+
+def test_a_dataset_size_not_known_here_is_said_not_guessed(tmp_path):
+  steps, why = compile_lib.run_steps(_imagenet_recipe(**{"input.data_dir": str(tmp_path)}))
+  assert steps is None and why.startswith("tfds dataset 'imagenet2012' is not prepared in")
+  steps, why = compile_lib.run_steps(_imagenet_recipe(**{"input.dataset": "folder",
+                                                         "input.folder": str(tmp_path)}))
+  assert steps is None and "known only by listing its images" in why
+  r = dict(epochs=1600, total_steps=None, total_steps_unknown=why, dataset="folder",
+           step_seconds_at_mfu=0.19, assumed_mfu=0.4)
+  assert compile_lib.format_bill(r) == (f"1600 epochs of folder: steps unknown here ({why}); "
+                                        "0.19 s per step at 40% MFU")
 
 
 @needs_libtpu

@@ -264,7 +264,10 @@ def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
   if checked:
     check = before.index("launch: checking that the config fits in the memory of v4-16")
     assert before.index("mesh {'data': 8, 'fsdp': 1} on v4:2x2x2 (v4-16)") > check, before
-    verdict = re.search(r"^launch: fits: ([\d.]+) GiB of 32 GiB$", before, re.M)
+    # The verdict carries the bill: v4-16 is 8 chips, the run 12 steps.
+    verdict = re.search(r"^launch: fits: ([\d.]+) GiB of 32 GiB; 12 steps x (< )?[\d.]+ m?s = "
+                        r"(< )?[\d.]+ h on 8 chips = (< )?[\d.]+ chip-hours at 40% MFU$",
+                        before, re.M)
     assert verdict and float(verdict.group(1)) < 1, before
     assert before.index("launch: gcloud compute tpus tpu-vm create spot") > verdict.start()
   _preempt(cloud, "spot")
