@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 
+from mimjax import topology as topology_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -64,7 +66,6 @@ def main():
   parser.add_argument("--methods", default="mae,lut")
   parser.add_argument("--variants", default="B/16,L/16,H/14")
   parser.add_argument("--topologies", default="v5litepod-16,v5p-32,v6e-16")
-  parser.add_argument("--devices", type=int, default=16, help="chips in each slice")
   args, extra = parser.parse_known_args()
   done = []
   if os.path.exists(args.out):
@@ -77,7 +78,8 @@ def main():
                 (method, variant, topology)]
         if cell and (cell[-1]["fits"] or len(cell) == 3):
           continue
-        for overrides in list(ladder(args.devices))[len(cell):]:
+        chips = topology_lib.parse(topology).num_chips
+        for overrides in list(ladder(chips))[len(cell):]:
           r = run_one(method, variant, topology, overrides, extra)
           r["cell"] = topology
           with open(args.out, "a") as f:
