@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
 
-from mimjax import data
+from mimjax import data, methods
 from mimjax.data import augment, offline, pipeline
 
 
@@ -159,10 +159,12 @@ def main():
         'baseline': lambda: baseline_dataset(folder, args.batch_size, args.image_size,
                                              args.threads).as_numpy_iterator(),
         'pil': lambda: pil_batches(folder, args.batch_size, args.image_size),
-        'mae': lambda: data.make_host_iterator(cfg, 'mae', seed=0, process_count=1),
-        'lut': lambda: data.make_host_iterator(cfg, 'lut', seed=0, process_count=1),
-        'mae_fast': lambda: data.make_host_iterator(fast, 'mae', seed=0, process_count=1),
-        'lut_fast': lambda: data.make_host_iterator(fast, 'lut', seed=0, process_count=1),
+        'mae': lambda: data.make_host_iterator(cfg, methods.get('mae'), seed=0, process_count=1),
+        'lut': lambda: data.make_host_iterator(cfg, methods.get('lut'), seed=0, process_count=1),
+        'mae_fast': lambda: data.make_host_iterator(fast, methods.get('mae'), seed=0,
+                                                    process_count=1),
+        'lut_fast': lambda: data.make_host_iterator(fast, methods.get('lut'), seed=0,
+                                                    process_count=1),
     }
     names = args.pipelines.split(',')
     wall = {name: 0.0 for name in names}

@@ -180,7 +180,7 @@ def validate(c: ml_collections.ConfigDict, num_processes: int, num_devices: int,
   if not check_data:
     return
   try:
-    data.validate_config(c.input, method=method.data_kind, num_processes=num_processes,
+    data.validate_config(c.input, training=True, num_processes=num_processes,
                          num_devices=num_devices)
   except ValueError as e:
     # The data package names its keys relative to the input section.

@@ -10,7 +10,6 @@ import signal
 
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -30,40 +29,10 @@ from mimjax import sharding
 from mimjax import step as step_lib
 from mimjax import storage
 from mimjax import workdir_lock
-from mimjax.models import masking
-from mimjax.models import vit
 
 
 class NonFiniteLossError(errors.UserError, RuntimeError):
   """The loss became NaN or infinite; the state before that step is what was last saved."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Reconstruction grids for TensorBoard.
-# ---------------------------------------------------------------------------------------------
-def make_visualize(config, model):
-  """(params, uint8 images, rng) -> uint8 grid: rows input / masked / reconstruction."""
-  patch = vit.decode_variant(config.model.variant).patch
-
-  def visualize(params, images, rng):
-    x = data.normalize(images)
-    grid = (x.shape[1] // patch, x.shape[2] // patch)
-    noise = masking.sample_noise(rng, x.shape[0], grid[0] * grid[1])
-    view = masking.random_masking(noise, config.model.mask_ratio)
-    out = model.apply({"params": params}, x, view, method="reconstruct")
-    target = vit.patchify(x, patch)
-    pred = out.pred
-    if config.model.norm_pix_loss:  # predictions are per-patch standardized: undo with the target's
-      mean = target.mean(-1, keepdims=True)
-      std = jnp.sqrt(target.var(-1, keepdims=True, ddof=1) + 1e-6)
-      pred = pred * std + mean
-    mask = out.mask[..., None]
-    masked = vit.unpatchify(target * (1 - mask), patch, grid)
-    recon = vit.unpatchify(target * (1 - mask) + pred * mask, patch, grid)
-    rows = [data.denormalize(t) for t in (x, masked, recon)]
-    return jnp.concatenate([jnp.concatenate(list(r), axis=1) for r in rows], axis=0)[None]
-
-  return visualize
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +149,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
             f"mesh {dict(mesh.shape)}, workdir {workdir}", flush=True)
 
     compiled_step, utilization = None, None  # compiled on the first batch
-    visualize = (jax.jit(make_visualize(config, model), out_shardings=sharding.replicated(mesh))
-                 if method.image_key else None)
-    batches = data.make_train_iterator(config.input, method=method.data_kind, seed=config.seed,
+    pictures = method.visualize(config, model)
+    visualize = jax.jit(pictures, out_shardings=sharding.replicated(mesh)) if pictures else None
+    batches = data.make_train_iterator(config.input, method, seed=config.seed,
                                        start_step=start_step, mesh=mesh,
                                        batch_axes=sharding.BATCH_AXES)
     writer = cleanup.enter_context(contextlib.closing(
@@ -233,10 +202,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
                                         input_wait_fraction=waiting,
                                         **utilization.scalars(images_per_sec / batch_size)))
         warn_if_input_bound(waiting)
-      if method.image_key and config.image_every_steps and done % config.image_every_steps == 0:
-        first = batch[method.image_key]
-        grid = visualize(state["params"], first[:8], jax.random.key(done))
-        writer.write_images(done, {"input_masked_reconstruction": np.asarray(grid)})
+      if visualize and config.image_every_steps and done % config.image_every_steps == 0:
+        writer.write_images(done, jax.device_get(visualize(state["params"], batch,
+                                                           jax.random.key(done))))
       writer.write_eval_scalars(done, evaluators.maybe_run(state["params"], done, total_steps))
       stop = termination.requested(done)  # read once: the signal may land in the middle of a save
       if stop:

@@ -3,16 +3,17 @@
   config.py    defaults (make_default_config), DataConfigError, CorruptImageError
   offline.py   the bundled offline dataset of real photos (built once, cached)
   sources.py   folders and prepared tfds datasets; the deterministic example order per shard
-  augment.py   MAE / LUT / eval augmentations as stateless tf ops
-  pipeline.py  decode + augment + batch on the host (numpy batches, no JAX)
+  augment.py   augmentation ops (stateless tf): the methods build theirs from them; the eval crop
+  pipeline.py  decode + augment + batch on the host (numpy batches, no JAX): a training
+               pipeline runs its method's augmentation (`Method.augment`, `Method.batch_keys`)
   device.py    global jax.Arrays from per-process batches
   pixels.py    the on-device normalization (inside the jitted step)
   mixup.py     mixup / cutmix / random erasing, on the device
   tf_host.py   TensorFlow as the host pipelines use it (never on an accelerator)
 
 Typical use (the trainer):
-  data.validate_config(cfg, method='mae', num_processes=..., num_devices=...)
-  it = data.make_train_iterator(cfg, 'mae', seed=0, start_step=step, mesh=mesh)
+  data.validate_config(cfg, training=True, num_processes=..., num_devices=...)
+  it = data.make_train_iterator(cfg, methods.get('mae'), seed=0, start_step=step, mesh=mesh)
   images = data.normalize(next(it)['image'])  # inside the jitted step
 
 Each name below is imported on first use, so TensorFlow loads only when a host pipeline is

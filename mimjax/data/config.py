@@ -5,7 +5,6 @@ import ml_collections
 
 from mimjax import errors
 
-METHODS = ('mae', 'lut', 'classify')  # the training pipelines (classify: with labels)
 ON_CORRUPT = ('fail', 'skip')
 OFFLINE = 'offline_photos'
 DIGITS = 'digits'  # sklearn's digits as 32 px colour images, 10 classes (mimjax/data/digits.py)
@@ -37,7 +36,7 @@ def make_default_config() -> ml_collections.ConfigDict:
       # True: plain (aliased) bicubic for the training resizes, faster than the antialiased
       # bicubic that matches PIL's (the reference pipelines'); the recipes leave it off.
       fast_resize=False,
-      # Fine-tuning ('classify' pipeline) only: timm's RandAugment policy, '' = none.
+      # timm's RandAugment policy, for the augmentations that apply one (fine-tuning's); '' = none.
       randaugment='',
       eval_crop_fraction=0.875,  # eval: resize the shorter side to size / fraction, centre crop.
       cache_dir='',  # offline dataset cache; '' = $MIMJAX_CACHE_DIR or ~/.cache/mimjax.
@@ -50,11 +49,8 @@ def _get(cfg, key):
   return cfg.get(key, defaults[key]) if hasattr(cfg, 'get') else defaults[key]
 
 
-def check_basic(cfg, method: str | None = None, num_processes: int = 1,
-                num_devices: int = 1) -> None:
+def check_basic(cfg, num_processes: int = 1, num_devices: int = 1) -> None:
   """Checks the values that need no file system access; raises DataConfigError."""
-  if method is not None and method not in METHODS:
-    raise DataConfigError(f'method must be one of {METHODS}, got {method!r}.')
   on_corrupt = _get(cfg, 'on_corrupt')
   if on_corrupt not in ON_CORRUPT:
     raise DataConfigError(f'config.on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}.')

@@ -73,28 +73,29 @@ class GlobalBatchIterator:
     return self._queue.popleft()
 
 
-def _setup(cfg, mesh, batch_axes, method):
+def _setup(cfg, mesh, batch_axes, training):
   mesh = mesh if mesh is not None else sharding_lib.make_mesh(data=-1, fsdp=1)
   try:
     sharding = sharding_lib.batch_sharding(mesh, batch_axes)
   except ValueError as e:
     raise DataConfigError(str(e)) from None
   num_devices = math.prod(mesh.shape[a] for a in batch_axes)
-  pipeline.validate_config(cfg, method, jax.process_count(), num_devices)
+  pipeline.validate_config(cfg, training, jax.process_count(), num_devices)
   index, count = process_rows(sharding, cfg.batch_size)
   return sharding, index, count
 
 
-def make_train_iterator(cfg, method: str, seed: int = 0, start_step: int = 0, *,
+def make_train_iterator(cfg, method, seed: int = 0, start_step: int = 0, *,
                         mesh: Mesh | None = None,
                         batch_axes: Sequence[str] = ('data', 'fsdp'),
                         prefetch: int = 2) -> Iterator[dict[str, jax.Array]]:
-  """Infinite global training batches: {'image'} (mae) or {'view1', 'view2'} (lut), uint8.
+  """Infinite global training batches of `method.batch_keys`, augmented by `method.augment`
+  (a mimjax.methods.Method: see pipeline.make_host_iterator).
 
   The batch at step k depends only on (dataset, seed, k) (and the process count for tfds); a
   run resumed with start_step=k sees what an uninterrupted run sees at step k.
   """
-  sharding, index, count = _setup(cfg, mesh, batch_axes, method)
+  sharding, index, count = _setup(cfg, mesh, batch_axes, True)
   host = pipeline.make_host_iterator(cfg, method, seed, start_step, process_index=index,
                                      process_count=count)
   return GlobalBatchIterator(host, sharding, cfg.batch_size, prefetch)
@@ -107,7 +108,7 @@ def make_eval_iterator(cfg, split: str | None = None, *, mesh: Mesh | None = Non
 
   The last batch is padded to the full size; 'mask' is False on the padding rows.
   """
-  sharding, index, count = _setup(cfg, mesh, batch_axes, None)
+  sharding, index, count = _setup(cfg, mesh, batch_axes, False)
   host = pipeline.make_host_eval_iterator(cfg, split, process_index=index, process_count=count)
   it = GlobalBatchIterator(host, sharding, cfg.batch_size, prefetch)
   it.num_batches = host.num_batches

@@ -22,7 +22,6 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mimjax.data import augment
-from mimjax.data import randaugment
 from mimjax.data.config import CorruptImageError, DataConfigError, check_basic, make_default_config
 from mimjax.data.sources import Shard, fold_in, get_source, graph_fn, seed_key
 from mimjax.data.tf_host import tf
@@ -30,6 +29,9 @@ from mimjax.data.tf_host import tf
 SALT_ORDER = 0x0D1
 SALT_AUGMENT = 0xA06
 MAX_SUBSTITUTES = 4
+# The one batch entry the dataset gives (int32, -1 where unknown); a training method's
+# augmentation gives its other batch keys, each a uint8 (S, S, 3) image.
+LABEL = 'label'
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -56,36 +58,21 @@ def data_options(num_threads: int = 0) -> tf.data.Options:
   return opts
 
 
-def augment_fn(kind: str, cfg) -> Callable:
-  """(encoded bytes, seed) -> dict of uint8 images, for kind in {'mae', 'lut', 'eval'}."""
-  size = cfg.image_size
-  antialias = not cfg.fast_resize
-  if kind == 'mae':
-    return lambda data, seed: {'image': augment.mae_train(data, seed, size, antialias)}
-  if kind == 'lut':
-    def lut(data, seed):
-      view1, view2 = augment.lut_train(data, seed, size, antialias)
-      return {'view1': view1, 'view2': view2}
-    return lut
-  if kind == 'classify':
-    policy = randaugment.from_spec(cfg.randaugment) if cfg.randaugment else None
-    return lambda data, seed: {'image': augment.classify_train(data, seed, size, antialias,
-                                                               policy)}
-  frac = cfg.eval_crop_fraction
-  return lambda data, seed: {'image': augment.eval_image(data, size, frac)}
+def _augmented_keys(batch_keys) -> tuple[str, ...]:
+  """The batch entries a training augmentation makes: all but LABEL, which the dataset gives."""
+  return tuple(k for k in batch_keys if k != LABEL)
 
 
-def _blank(kind: str, size: int):
-  keys = ('view1', 'view2') if kind == 'lut' else ('image',)
+def _blank(keys, size: int):
   return {k: tf.zeros([size, size, 3], tf.uint8) for k in keys}
 
 
 class _Decoder:
   """The decode + augment stage, shared by the pipeline and the failure diagnosis."""
 
-  def __init__(self, kind: str, cfg, seed: int, reads_files: bool):
-    self.kind, self.size = kind, cfg.image_size
-    self.fn = augment_fn(kind, cfg)
+  def __init__(self, fn: Callable, keys: tuple[str, ...], size: int, seed: int,
+               reads_files: bool):
+    self.fn, self.keys, self.size = fn, keys, size
     self.key = seed_key(seed, SALT_AUGMENT)
     self.reads_files = reads_files
 
@@ -104,7 +91,7 @@ class _Decoder:
   def _guarded(self, el, decode):
     if 'valid' not in el:
       return decode()
-    return tf.cond(el['valid'], decode, lambda: _blank(self.kind, self.size))
+    return tf.cond(el['valid'], decode, lambda: _blank(self.keys, self.size))
 
   def with_substitutes(self, el):
     """A 1-element dataset: the first candidate that decodes, and how many failed before it."""
@@ -117,7 +104,7 @@ class _Decoder:
     # Lazy: candidate i + 1 is decoded only if candidate i raised.
     decoded = decoded.ignore_errors()
     # All failed: an eval row is masked out; a training row is an error (_check_substituted).
-    failed = dict(_blank(self.kind, self.size), label=tf.constant(-1, tf.int32),
+    failed = dict(_blank(self.keys, self.size), label=tf.constant(-1, tf.int32),
                   name=tf.strings.reduce_join(el['name'], separator=', '),
                   skipped=tf.constant(k, tf.int32),
                   **({'valid': tf.constant(False)} if 'valid' in el else {}))
@@ -218,16 +205,17 @@ def _shard(process_index, process_count) -> Shard:
   return Shard(process_index, process_count)
 
 
-def validate_config(cfg, method: str | None = None, num_processes: int | None = None,
+def validate_config(cfg, training: bool = False, num_processes: int | None = None,
                     num_devices: int | None = None, split: str | None = None):
-  """Raises DataConfigError if cfg cannot give batches; cheap (lists a folder at most).
+  """Raises DataConfigError if cfg cannot give batches (`training`: of a whole global batch per
+  epoch); cheap (lists a folder at most).
 
   Returns the source, so that callers that go on to build a pipeline need not resolve it again.
   """
   cfg = _cfg(cfg)
-  check_basic(cfg, method, num_processes or 1, num_devices or 1)
+  check_basic(cfg, num_processes or 1, num_devices or 1)
   source = get_source(cfg, split)
-  if method is not None and source.steps_per_epoch(cfg.batch_size, Shard(0, num_processes or 1)) < 1:
+  if training and source.steps_per_epoch(cfg.batch_size, Shard(0, num_processes or 1)) < 1:
     raise DataConfigError(
         f'config.batch_size={cfg.batch_size} is larger than one epoch of {source.description} '
         f'({source.num_examples} examples).')
@@ -239,20 +227,23 @@ def num_examples(cfg, split: str | None = None) -> int:
   return get_source(_cfg(cfg), split).num_examples
 
 
-def make_host_iterator(cfg, method: str, seed: int = 0, start_step: int = 0, *,
+def make_host_iterator(cfg, method, seed: int = 0, start_step: int = 0, *,
                        process_index: int | None = None, process_count: int | None = None,
                        with_ids: bool = False) -> HostIterator:
   """Infinite training batches for this process as numpy: no JAX involved.
 
-  Yields {'image'} (mae) or {'view1', 'view2'} (lut), uint8 (B / process_count, S, S, 3);
+  `method` (a mimjax.methods.Method) gives the augmentation, `method.augment(cfg)`:
+  (encoded bytes, seed) -> {key: uint8 (S, S, 3) image}, and the batch keys,
+  `method.batch_keys`: those images and maybe LABEL, each (B / process_count, ...);
   with_ids adds 'name' (the file path or tfds id of each example, for tests).
   process_index/count default to jax.process_index()/count(); tests override them.
   """
   cfg = _cfg(cfg)
   shard = _shard(process_index, process_count)
-  source = validate_config(cfg, method, shard.count)
+  source = validate_config(cfg, True, shard.count)
   options = data_options(cfg.num_threads)
-  decoder = _Decoder(method, cfg, seed, source.reads_files)
+  decoder = _Decoder(method.augment(cfg), _augmented_keys(method.batch_keys), cfg.image_size,
+                     seed, source.reads_files)
   k = 1 + MAX_SUBSTITUTES if cfg.on_corrupt == 'skip' else 1
   bpp = cfg.batch_size // shard.count
 
@@ -264,12 +255,12 @@ def make_host_iterator(cfg, method: str, seed: int = 0, start_step: int = 0, *,
   def diagnose(step):
     return _failing(next(chunks(step)).take(bpp), decoder)
 
-  keys = {'lut': ('view1', 'view2'), 'classify': ('image', 'label')}.get(method, ('image',))
   return HostIterator(
       chunks(start_step),
       lambda el: decode_and_batch(el, decoder, on_corrupt=cfg.on_corrupt, batch_size=bpp,
                                   options=options),
-      diagnose, keys + (('name',) if with_ids else ()), start_step, cfg.on_corrupt)
+      diagnose, tuple(method.batch_keys) + (('name',) if with_ids else ()), start_step,
+      cfg.on_corrupt)
 
 
 def make_host_eval_iterator(cfg, split: str | None = None, *, process_index: int | None = None,
@@ -282,10 +273,12 @@ def make_host_eval_iterator(cfg, split: str | None = None, *, process_index: int
   """
   cfg = _cfg(cfg)
   shard = _shard(process_index, process_count)
-  check_basic(cfg, None, shard.count, 1)
+  check_basic(cfg, shard.count, 1)
   source = get_source(cfg, split)
   options = data_options(cfg.num_threads)
-  decoder = _Decoder('eval', cfg, 0, source.reads_files)
+  size, frac = cfg.image_size, cfg.eval_crop_fraction
+  decoder = _Decoder(lambda data, seed: {'image': augment.eval_image(data, size, frac)},
+                     ('image',), size, 0, source.reads_files)
   bpp = cfg.batch_size // shard.count
   elements, num_batches = source.eval_elements(batch_size=cfg.batch_size, shard=shard,
                                                options=options)

@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from mimjax import data
+from mimjax import methods
 from mimjax import sharding
 from mimjax.evals import features as features_lib
 from mimjax.evals import registry
 from mimjax.models import mae
-from mimjax.models import masking
 
 
 @registry.register("reconstruction")
@@ -24,14 +24,12 @@ class ReconstructionEvaluator:
     self.eval_config = eval_config
     self.cfg = features_lib.input_config(config, eval_config)
     self.mesh = mesh
-    length = (self.cfg.image_size // model.patch) ** 2
+    method = methods.get(config.method)
 
     def loss_terms(params, images, valid, index):
       x = data.normalize(images)
-      noise = masking.sample_noise(jax.random.fold_in(jax.random.key(eval_config.seed), index),
-                                   x.shape[0], length)
-      view = masking.random_masking(noise, model.mask_ratio)
-      out = model.apply({"params": params}, x, view, method="reconstruct")
+      out = method.reconstruct(model, params, x,
+                               jax.random.fold_in(jax.random.key(eval_config.seed), index))
       mask = out.mask * valid[:, None]  # padding rows do not count
       count = jnp.sum(mask)
       loss = mae.reconstruction_loss(x, out.pred, mask, model.patch, model.norm_pix_loss)

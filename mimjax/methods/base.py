@@ -1,11 +1,12 @@
 """The interface between the trainer and a training method, and the registry of methods.
 
-The trainer owns everything generic: the mesh, data, abstract init, sharding, the optimizer,
-gradient accumulation, non-finite checks, checkpoints and the loop. A method owns what differs:
-its config keys, its model, the state it adds beside `params` and `opt_state`, the loss of one
-micro-batch with its metrics, and what happens after each optimizer update.
+The trainer owns everything generic: the mesh, the input pipeline, abstract init, sharding, the
+optimizer, gradient accumulation, non-finite checks, checkpoints and the loop. A method owns what
+differs: its config keys, its augmentation and batch keys (which the pipeline runs), its model,
+the state it adds beside `params` and `opt_state`, the loss of one micro-batch with its metrics,
+what happens after each optimizer update, and its pictures for TensorBoard.
 """
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -19,11 +20,9 @@ class Method:
   """One training objective. Subclasses override what they need; defaults suit a plain method."""
 
   name: str = ""
-  # The input pipeline the method reads (mimjax.data kinds) and the keys of its batches.
-  data_kind: str = ""
+  # The keys of its batches: uint8 (S, S, 3) images made by `augment`, and "label" (int32,
+  # from the dataset) when the loss reads one.
   batch_keys: tuple[str, ...] = ()
-  # The batch entry shown as input / masked / reconstruction grids; None: the method has none.
-  image_key: str | None = None
   # State entries the forward pass updates (e.g. BatchNorm statistics): carried from one
   # micro-batch to the next and stored after the step.
   carried_state: tuple[str, ...] = ()
@@ -38,6 +37,20 @@ class Method:
 
   def validate(self, c: ml_collections.ConfigDict, check) -> None:
     """Method-specific checks; `check(condition, key, message)` raises a ConfigError."""
+
+  # --- input and pictures ------------------------------------------------------------------
+  def augment(self, data_cfg: ml_collections.ConfigDict) -> Callable:
+    """The training augmentation, which the input pipeline (mimjax.data) runs per example:
+    (encoded image bytes, seed) -> {batch key: uint8 (S, S, 3) image} for every batch key but
+    "label". TF graph ops keyed by the stateless `seed` only (mimjax/data/augment.py holds the
+    ops); `data_cfg` is the config's `input` section."""
+    raise NotImplementedError
+
+  def visualize(self, c: ml_collections.ConfigDict, model) -> Callable | None:
+    """None, or (params, batch, rng) -> {name: uint8 (1, H, W, 3) image}: pictures of the model
+    on a training batch, which the trainer jits and writes to TensorBoard every
+    `config.image_every_steps`."""
+    return None
 
   # --- model and state ---------------------------------------------------------------------
   def build_model(self, c: ml_collections.ConfigDict):

@@ -16,7 +16,6 @@ from mimjax.models import classifier
 
 class Finetune(base.Method):
   name = "finetune"
-  data_kind = "classify"
   batch_keys = ("image", "label")
   shape_keys = ("model.num_classes", "model.global_pool", "model.learn_pos_embed")
   # Fine-tuning runs saved before the position embedding was learned kept the fixed table.
@@ -34,6 +33,13 @@ class Finetune(base.Method):
     c.finetune = dict(
         label_smoothing=0.0, mixup=0.0, cutmix=0.0, mixup_prob=1.0, mixup_switch_prob=0.5,
         random_erasing=0.0)
+
+  def augment(self, data_cfg):
+    size, antialias = data_cfg.image_size, not data_cfg.fast_resize
+    spec = data_cfg.randaugment
+    policy = data.randaugment.from_spec(spec) if spec else None
+    return lambda encoded, seed: {"image": data.augment.classify_train(encoded, seed, size,
+                                                                       antialias, policy)}
 
   def validate(self, c, check):
     f = c.finetune

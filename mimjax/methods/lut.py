@@ -10,7 +10,6 @@ from mimjax.models import lut as lut_model
 
 class LUT(mae.MAE):
   name = "lut"
-  data_kind = "lut"
   batch_keys = ("view1", "view2")
   image_key = "view1"
   carried_state = ("batch_stats",)
@@ -21,6 +20,14 @@ class LUT(mae.MAE):
     # Neutral: the recipes are configs/*.py.
     c.model.head_hidden = 512
     c.lut = dict(bc_weight=1.0, ema_base=0.99)  # the plain sum of the two losses
+
+  def augment(self, data_cfg):
+    size, antialias = data_cfg.image_size, not data_cfg.fast_resize
+
+    def views(encoded, seed):
+      view1, view2 = data.augment.lut_train(encoded, seed, size, antialias)
+      return {"view1": view1, "view2": view2}
+    return views
 
   def validate(self, c, check):
     super().validate(c, check)

@@ -35,15 +35,51 @@ def num_patches(c, image_size: int) -> int:
   return (image_size // vit.decode_variant(c.model.variant).patch) ** 2
 
 
+def reconstruction_picture(x, out: mae_model.Reconstruction, patch: int, norm_pix_loss: bool):
+  """Normalized images and their reconstruction -> a uint8 (1, 3H, NW, 3) grid, one image per
+  column, the rows input / masked / reconstruction (the visible patches are the input's)."""
+  grid = (x.shape[1] // patch, x.shape[2] // patch)
+  target = vit.patchify(x, patch)
+  pred = out.pred
+  if norm_pix_loss:  # predictions are per-patch standardized: undo with the target's
+    mean = target.mean(-1, keepdims=True)
+    std = jnp.sqrt(target.var(-1, keepdims=True, ddof=1) + 1e-6)
+    pred = pred * std + mean
+  mask = out.mask[..., None]
+  masked = vit.unpatchify(target * (1 - mask), patch, grid)
+  recon = vit.unpatchify(target * (1 - mask) + pred * mask, patch, grid)
+  rows = [data.denormalize(t) for t in (x, masked, recon)]
+  return jnp.concatenate([jnp.concatenate(list(r), axis=1) for r in rows], axis=0)[None]
+
+
 class MAE(base.Method):
   name = "mae"
-  data_kind = "mae"
   batch_keys = ("image",)
-  image_key = "image"
+  image_key = "image"  # the batch entry its pictures show
+  num_pictures = 8  # the first images of a batch in them
   shape_keys = ("model.decoder_width", "model.decoder_depth", "model.decoder_heads")
 
   def add_config(self, c):
     add_mim_config(c)
+
+  def augment(self, data_cfg):
+    size, antialias = data_cfg.image_size, not data_cfg.fast_resize
+    return lambda encoded, seed: {"image": data.augment.mae_train(encoded, seed, size, antialias)}
+
+  def reconstruct(self, model, params, x, rng):
+    """The model's reconstruction of normalized images `x` under a random mask drawn from `rng`:
+    what the pictures show and the reconstruction evaluator scores."""
+    length = (x.shape[1] // model.patch) * (x.shape[2] // model.patch)
+    view = masking.random_masking(masking.sample_noise(rng, x.shape[0], length), model.mask_ratio)
+    return model.apply({"params": params}, x, view, method="reconstruct")
+
+  def visualize(self, c, model):
+    def pictures(params, batch, rng):
+      x = data.normalize(batch[self.image_key][:self.num_pictures])
+      out = self.reconstruct(model, params, x, rng)
+      return {"input_masked_reconstruction":
+              reconstruction_picture(x, out, model.patch, model.norm_pix_loss)}
+    return pictures
 
   def validate(self, c, check):
     validate_mim(c, check)

@@ -10,6 +10,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from mimjax import data
+from mimjax import methods
 
 from tests.data.datatest_helpers import make_cfg
 
@@ -29,9 +30,10 @@ def test_normalize_matches_imagenet_formula():
 def test_train_iterator_gives_sharded_uint8_arrays(image_folder):
   cfg = make_cfg(dataset='folder', folder=image_folder)
   mesh = Mesh(np.array(jax.devices()).reshape(-1, 1), ('data', 'fsdp'))
-  it = data.make_train_iterator(cfg, 'lut', seed=5, start_step=1, mesh=mesh)
+  it = data.make_train_iterator(cfg, methods.get('lut'), seed=5, start_step=1, mesh=mesh)
   batch = next(it)
-  host = next(data.make_host_iterator(cfg, 'lut', 5, 1, process_index=0, process_count=1))
+  host = next(data.make_host_iterator(cfg, methods.get('lut'), 5, 1, process_index=0,
+                                      process_count=1))
   assert set(batch) == {'view1', 'view2'}
   for k in batch:
     assert isinstance(batch[k], jax.Array) and batch[k].dtype == jnp.uint8
@@ -51,19 +53,20 @@ _MULTI_DEVICE = textwrap.dedent('''
     sys.path.insert(0, {root!r})
     import jax, numpy as np
     from jax.sharding import Mesh
-    from mimjax import data
+    from mimjax import data, methods
     from tests.data.datatest_helpers import make_cfg
     cfg = make_cfg(dataset='folder', folder={folder!r})
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ('data', 'fsdp'))
-    it = data.make_train_iterator(cfg, 'mae', seed=0, start_step=2, mesh=mesh)
-    host = data.make_host_iterator(cfg, 'mae', 0, 2, process_index=0, process_count=1)
+    it = data.make_train_iterator(cfg, methods.get('mae'), seed=0, start_step=2, mesh=mesh)
+    host = data.make_host_iterator(cfg, methods.get('mae'), 0, 2, process_index=0,
+                                   process_count=1)
     for _ in range(2):
       batch, expected = next(it)['image'], next(host)['image']
       np.testing.assert_array_equal(np.asarray(batch), expected)
       assert sorted(s.data.shape[0] for s in batch.addressable_shards) == [2, 2, 2, 2]
     try:
       data.validate_config(make_cfg(dataset='folder', folder={folder!r}, batch_size=6),
-                           'mae', num_processes=1, num_devices=4)
+                           True, num_processes=1, num_devices=4)
       raise SystemExit('no error for batch 6 on 4 devices')
     except data.DataConfigError:
       pass

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from mimjax import data
+from mimjax import methods
 
 from tests.data.datatest_helpers import make_cfg, take, write_folder
 
 
 def host(cfg, method='mae', start=0, count=1, **kw):
-  return data.make_host_iterator(cfg, method, 0, start, process_index=0, process_count=count,
+  return data.make_host_iterator(cfg, methods.get(method), 0, start, process_index=0,
+                                 process_count=count,
                                  **kw)
 
 
@@ -20,27 +22,27 @@ def test_empty_folder(tmp_path):
   (tmp_path / 'notes.txt').write_text('not an image')
   cfg = make_cfg(dataset='folder', folder=str(tmp_path))
   with pytest.raises(data.DataConfigError, match='holds no images'):
-    data.validate_config(cfg, 'mae', 1, 1)
+    data.validate_config(cfg, True, 1, 1)
   with pytest.raises(data.DataConfigError, match='holds no images'):
     host(cfg)
 
 
 def test_missing_folder_and_missing_key(tmp_path):
   with pytest.raises(data.DataConfigError, match='does not exist'):
-    data.validate_config(make_cfg(dataset='folder', folder=str(tmp_path / 'nope')), 'mae')
+    data.validate_config(make_cfg(dataset='folder', folder=str(tmp_path / 'nope')), True)
   with pytest.raises(data.DataConfigError, match='config.folder'):
-    data.validate_config(make_cfg(dataset='folder', folder=''), 'mae')
+    data.validate_config(make_cfg(dataset='folder', folder=''), True)
 
 
 def test_missing_split(image_folder, tfds_data_dir):
   cfg = make_cfg(dataset='folder', folder=image_folder, split='validation')
   with pytest.raises(data.DataConfigError, match="Split 'validation' not found"):
-    data.validate_config(cfg, 'mae')
+    data.validate_config(cfg, True)
   cfg = make_cfg(dataset='mimjax_test_photos', data_dir=tfds_data_dir, split='validation')
   with pytest.raises(data.DataConfigError, match="Split 'validation' not found.*'train'"):
-    data.validate_config(cfg, 'mae')
+    data.validate_config(cfg, True)
   with pytest.raises(data.DataConfigError, match='not a split name'):
-    data.validate_config(make_cfg(split='train[::2]'), 'mae')
+    data.validate_config(make_cfg(split='train[::2]'), True)
 
 
 def test_imagenet_layout_val_folder_is_the_validation_split(tmp_path):
@@ -64,7 +66,7 @@ def test_unprepared_tfds_dataset_is_never_downloaded(tmp_path, no_network):
   for name in ('imagenette', 'imagenet2012'):
     cfg = make_cfg(dataset=name, data_dir=str(empty))
     with pytest.raises(data.DataConfigError, match=f'not prepared.*tfds build {name}'):
-      data.validate_config(cfg, 'mae', 1, 1)
+      data.validate_config(cfg, True, 1, 1)
     with pytest.raises(data.DataConfigError, match='not prepared'):
       host(cfg)
   assert not any(p.is_file() for p in empty.rglob('*'))  # nothing was fetched or written
@@ -73,18 +75,18 @@ def test_unprepared_tfds_dataset_is_never_downloaded(tmp_path, no_network):
 def test_unknown_dataset(tmp_path, no_network):
   cfg = make_cfg(dataset='no_such_dataset_xyz', data_dir=str(tmp_path))
   with pytest.raises(data.DataConfigError, match='neither a tfds dataset'):
-    data.validate_config(cfg, 'mae')
+    data.validate_config(cfg, True)
 
 
 def test_batch_not_divisible(image_folder):
   cfg = make_cfg(dataset='folder', folder=image_folder, batch_size=10)
   with pytest.raises(data.DataConfigError, match='divisible by the process count 4'):
-    data.validate_config(cfg, 'mae', num_processes=4, num_devices=1)
+    data.validate_config(cfg, True, num_processes=4, num_devices=1)
   with pytest.raises(data.DataConfigError, match='divisible by the device count 4'):
-    data.validate_config(cfg, 'mae', num_processes=1, num_devices=4)
+    data.validate_config(cfg, True, num_processes=1, num_devices=4)
   with pytest.raises(data.DataConfigError, match='divisible by the process count 3'):
     host(cfg, count=3)
-  data.validate_config(cfg, 'lut', num_processes=2, num_devices=5)  # fine
+  data.validate_config(cfg, True, num_processes=2, num_devices=5)  # fine
 
 
 def test_other_bad_values(image_folder):
@@ -98,9 +100,7 @@ def test_other_bad_values(image_folder):
   ]
   for overrides, message in cases:
     with pytest.raises(data.DataConfigError, match=message):
-      data.validate_config(make_cfg(**base, **overrides), 'mae')
-  with pytest.raises(data.DataConfigError, match='method must be one of'):
-    data.validate_config(make_cfg(**base), 'simclr')
+      data.validate_config(make_cfg(**base, **overrides), True)
   assert issubclass(data.DataConfigError, ValueError)
 
 

@@ -28,7 +28,7 @@ def test_offline_photos_build_without_network(offline_photos_cache, no_network):
   assert offline.build(offline_photos_cache) == root and os.path.getmtime(root) == mtime
   cfg = make_cfg(cache_dir=offline_photos_cache)
   assert data.num_examples(cfg) == 160
-  source = data.validate_config(cfg, 'mae', 1, 1)
+  source = data.validate_config(cfg, True, 1, 1)
   assert len(source.classes) == 20 and set(source.labels) == set(range(20))
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mimjax import data
+from mimjax import methods
 
 from tests.data.datatest_helpers import NUM_CLASSES, PER_CLASS, TFDS_TRAIN, make_cfg, take
 
@@ -22,7 +23,7 @@ def tfds_cfg(tfds_data_dir):
 
 
 def host(cfg, method='mae', seed=0, start=0, index=0, count=1, **kw):
-  return data.make_host_iterator(cfg, method, seed, start, process_index=index,
+  return data.make_host_iterator(cfg, methods.get(method), seed, start, process_index=index,
                                  process_count=count, with_ids=True, **kw)
 
 

@@ -75,10 +75,11 @@ def test_policy_is_deterministic_and_changes_images(photo):
 
 
 def test_classify_pipeline_gives_labelled_augmented_batches(image_folder):
-  from mimjax import data  # pylint: disable=g-import-not-at-top
+  from mimjax import data, methods  # pylint: disable=g-import-not-at-top
   from tests.data.datatest_helpers import make_cfg  # pylint: disable=g-import-not-at-top
   cfg = make_cfg(dataset='folder', folder=image_folder, randaugment=RA.RECIPE)
-  it = data.make_host_iterator(cfg, 'classify', seed=0, process_count=1, with_ids=True)
+  it = data.make_host_iterator(cfg, methods.get('finetune'), seed=0, process_count=1,
+                               with_ids=True)
   batch = next(it)
   assert batch['image'].shape == (8, 32, 32, 3) and batch['image'].dtype == np.uint8
   # Labels are the class subfolders of the files.
@@ -86,4 +87,4 @@ def test_classify_pipeline_gives_labelled_augmented_batches(image_folder):
   assert [int(n.split('class_')[1][0]) for n in names] == list(batch['label'])
   with pytest.raises(data.DataConfigError, match='randaugment'):
     data.validate_config(make_cfg(dataset='folder', folder=image_folder, randaugment='rand-m9'),
-                         'classify')
+                         True)
