@@ -1,7 +1,10 @@
 """Evaluators inside training, on 1 and 2 processes, and the mimjax-eval / mimjax-analyze CLIs."""
+import csv
+import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,6 +20,8 @@ from mimjax import train
 from mimjax.evals import analysis_runner
 from mimjax.evals import evaluate as evaluate_lib
 from mimjax.models import masking
+from mimjax.sweeps import manifest
+from mimjax.sweeps import report
 from tests import trainer_utils as tu
 
 SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
@@ -60,13 +65,73 @@ def trained(tmp_path_factory):
 def test_training_logs_evaluator_results_and_their_cost(trained):
   _, workdir, _ = trained
   rows = _eval_rows(workdir)
-  assert sorted(rows) == [20, 40]
+  assert sorted(rows) == [0, 20, 40]  # step 0: before the first update
   for r in rows.values():
     assert 0 <= r["knn/top1"] <= r["knn/top5"] <= 1
     assert r["knn/top1"] * 40 == pytest.approx(round(r["knn/top1"] * 40))  # 40 held-out photos
     assert r["knn/seconds"] > 0 and r["reconstruction/seconds"] > 0
     assert math.isfinite(r["reconstruction/loss"])
   assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_each_later_score_carries_its_gain_over_step_0(trained):
+  _, workdir, _ = trained
+  rows = _eval_rows(workdir)
+  scores = ["knn/top1", "knn/top5", "reconstruction/loss"]
+  assert not any(k.endswith("_gain") for k in rows[0])
+  for step in (20, 40):
+    gains = {k for k in rows[step] if k.endswith("_gain")}
+    assert gains == {f"{k}_gain" for k in scores}  # the cost (NAME/seconds) has none
+    for k in scores:
+      assert rows[step][f"{k}_gain"] == rows[step][k] - rows[0][k]
+  # 40 steps of MAE lower the held-out reconstruction loss of the run's own random init.
+  assert rows[40]["reconstruction/loss_gain"] < 0
+
+
+class _StepScore:
+  """A stand-in evaluator whose score is the step it ran at."""
+
+  def __init__(self, config, eval_config, model, mesh):
+    pass
+
+  def run(self, params, step=None):
+    return {"score": float(step), "loss": 1.0}
+
+
+def test_at_start_is_per_evaluator_and_gains_are_against_step_0(monkeypatch):
+  config = tu.tiny_config("mae")
+  with config.unlocked():
+    config.evals.a = evals.make_config("knn", every_steps=2)
+    config.evals.b = evals.make_config("knn", every_steps=2, at_start=False)
+  monkeypatch.setattr(evals, "get", lambda type: _StepScore)
+  evaluators = evals.Evaluators(config, None, None)
+  start = evaluators.run_at_start(None)
+  assert sorted(start) == ["a/loss", "a/score", "a/seconds"] and start["a/score"] == 0
+  later = evaluators.maybe_run(None, 2, 4)
+  assert sorted(later) == ["a/loss", "a/loss_gain", "a/score", "a/score_gain", "a/seconds",
+                           "b/loss", "b/score", "b/seconds"]
+  assert (later["a/score_gain"], later["a/loss_gain"]) == (2.0, 0.0)
+  # A resumed run: the reference is its metrics' step-0 row.
+  evaluators = evals.Evaluators(config, None, None)
+  evaluators.remember_start([{"step": 0, "a/score": -1.0}, {"step": 2, "a/score": 2.0}])
+  end = evaluators.maybe_run(None, 4, 4)
+  assert end["a/score_gain"] == 5.0 and "a/loss_gain" not in end and "b/score_gain" not in end
+
+
+def test_sweep_report_shows_the_gains_the_run_logged(trained, tmp_path):
+  _, workdir, _ = trained
+  root = tmp_path / "root"
+  (root / "mae").mkdir(parents=True)
+  shutil.copy(os.path.join(workdir, "metrics.jsonl"), root / "mae")
+  manifest.write(str(root), {"version": manifest.VERSION, "trials": [
+      {"name": "mae", "overrides": {}, "workdir": "mae", "total_steps": 40}]})
+  rows = report.collect(str(root))
+  assert "knn/top1_gain" in report.table(rows).splitlines()[0]
+  written = next(csv.DictReader(io.StringIO(report.csv_text(rows))))
+  logged = _eval_rows(workdir)
+  for k in ("knn/top1", "knn/top5", "reconstruction/loss"):
+    assert float(written[f"{k}_gain"]) == logged[40][k] - logged[0][k]
+  assert "knn/seconds_gain" not in written
 
 
 def test_briefly_pretrained_encoder_beats_a_random_one_on_held_out_reconstruction(trained):
@@ -164,9 +229,10 @@ def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
   one, two = _eval_rows(single), _eval_rows(multi)
-  assert sorted(one) == sorted(two) == [4]
+  assert sorted(one) == sorted(two) == [0, 4]
   for step in one:
     assert two[step]["knn/top1"] == one[step]["knn/top1"]
     assert two[step]["knn/top5"] == one[step]["knn/top5"]
     assert two[step]["reconstruction/loss"] == pytest.approx(one[step]["reconstruction/loss"],
                                                              rel=1e-4)
+  assert two[4]["knn/top1_gain"] == one[4]["knn/top1_gain"]

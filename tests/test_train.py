@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from mimjax import checkpoint
+from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import train
 from tests import trainer_utils as tu
@@ -108,6 +110,65 @@ def test_resume_in_a_workdir_continues_exactly(tmp_path):
   assert tu.losses(full) == tu.losses(split)
   reference = checkpoint.Checkpointer(full, read_only=True)
   assert int(resumed["step"]) == 4 and reference.latest_step() == 4
+
+
+def _rows(workdir) -> list[dict]:
+  return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+def _rewrite_rows(workdir, rows):
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_evaluators_run_at_step_0_once_and_a_resumed_run_keeps_it_as_the_reference(tmp_path,
+                                                                                     capsys):
+  workdir = str(tmp_path)
+  knn_at_the_end = lambda: tu.tiny_config("mae", **{"evals.knn.every_steps": 0})
+  train.train(knn_at_the_end(), workdir)
+  evals_rows = lambda: {r["step"]: r for r in _rows(workdir) if "knn/top1" in r}
+  first = evals_rows()
+  assert sorted(first) == [0, 4]
+  start, end = first[0], first[4]
+  assert set(start) == {"step", "knn/top1", "knn/top5", "knn/seconds"}
+  for k in ("knn/top1", "knn/top5"):
+    assert end[f"{k}_gain"] == end[k] - start[k]
+  assert "knn/seconds_gain" not in end
+  out = capsys.readouterr().out
+  assert f"step 0/4 | knn/top1 {start['knn/top1']:.4g} | knn/top5" in out
+  assert (f"step 4/4 | knn/top1 {end['knn/top1']:.4g} (step 0: {start['knn/top1']:.4g}, "
+          f"{end['knn/top1_gain']:+.4g}) | knn/top5") in out
+
+  # Resumed at step 2 (as after a kill): no second step-0 evaluation; the gains are against the
+  # step-0 row in the workdir (changed here, so that reading it back shows).
+  checkpoints = checkpoint.checkpoint_dir(workdir)
+  shutil.rmtree(os.path.join(checkpoints, "4"))
+  _rewrite_rows(workdir, [dict(r, **{"knn/top1": 0.0125}) if r["step"] == 0 and "knn/top1" in r
+                          else r for r in _rows(workdir)])
+  train.train(knn_at_the_end(), workdir)
+  resumed = evals_rows()
+  assert sorted(resumed) == [0, 4] and resumed[0]["knn/top1"] == 0.0125
+  assert resumed[4]["knn/top1"] == end["knn/top1"]  # the same run: the same score
+  assert resumed[4]["knn/top1_gain"] == end["knn/top1"] - 0.0125
+  assert resumed[4]["knn/top5_gain"] == end["knn/top5_gain"]
+
+  # A workdir from before step-0 evaluation has no reference: no gain, no second step 0.
+  shutil.rmtree(os.path.join(checkpoints, "4"))
+  _rewrite_rows(workdir, [r for r in _rows(workdir) if r["step"] != 0])
+  train.train(knn_at_the_end(), workdir)
+  assert sorted(evals_rows()) == [4]
+  assert not any(k.endswith("_gain") for k in evals_rows()[4])
+
+
+def test_a_run_from_step_0_keeps_no_row_of_an_attempt_without_checkpoints(tmp_path):
+  workdir = str(tmp_path)
+  _rewrite_rows(workdir, [{"step": 0, "knn/top1": 0.5}, {"step": 1, "loss": 2.0}])
+  metrics_lib.MetricsLogger(workdir, 4, start_step=0).close()
+  assert _rows(workdir) == []  # the attempt's step 0 included: this run logs its own
+  _rewrite_rows(workdir, [{"step": 0, "knn/top1": 0.5}, {"step": 2, "loss": 2.0},
+                          {"step": 3, "loss": 1.0}])
+  metrics_lib.MetricsLogger(workdir, 4, start_step=2).close()  # resumed at a checkpoint
+  assert [r["step"] for r in _rows(workdir)] == [0, 2]
 
 
 def test_mae_demo_loss_falls(tmp_path):

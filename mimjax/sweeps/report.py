@@ -2,7 +2,8 @@
 
 Reads only the manifest and each trial's workdir, so it works while the sweep runs and on
 gs:// roots. Every metrics.jsonl key other than the trainer's own is an evaluation metric and
-gets a column (its last value) and a panel in the plot.
+gets a column (its last value) and a panel in the plot; so does each score's gain over the
+trial's own step 0 (`knn/top1_gain`, logged by the trainer), next to the score.
 """
 import csv
 import dataclasses
