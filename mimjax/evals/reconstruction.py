@@ -39,6 +39,9 @@ class ReconstructionEvaluator:
 
   @staticmethod
   def validate(config, eval_config, name, num_processes, num_devices):
+    if not hasattr(methods.get(config.method), "reconstruct"):
+      raise ValueError(f"config.evals.{name}.type: 'reconstruction' scores a method that "
+                       f"reconstructs masked images, which {config.method!r} does not")
     cfg = features_lib.input_config(config, eval_config)
     features_lib.check_split(cfg, eval_config.split, f"config.evals.{name}.split", num_processes,
                              num_devices, labelled=False)
