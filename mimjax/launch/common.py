@@ -34,6 +34,7 @@ from mimjax import workdir_layout
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TRAINER = ("-m", "mimjax.main")
+SETUP = os.path.join(ROOT, "setup.py")  # the install set: pinned requirements, extras, Python
 SHIPPED = workdir_layout.LAUNCH  # WORKDIR/launch/: the shipped code, its sha and uncommitted diff
 
 
@@ -104,6 +105,13 @@ def check_shared_workdir(workdir: str, target: str, flag: str = "--workdir"):
     raise LaunchError(f"{flag} {workdir} is a local path, but the hosts of a {target} share "
                       "no filesystem: use a bucket in the slice's region, e.g. "
                       f"{flag} gs://BUCKET/RUN")
+
+
+def min_python() -> tuple[int, int]:
+  """The oldest Python the trainer runs on: setup.py's python_requires (">=3.11")."""
+  with open(SETUP) as f:
+    found = re.search(r"python_requires=\">=(\d+)\.(\d+)\"", f.read())
+  return int(found.group(1)), int(found.group(2))
 
 
 def require_tool(name: str, what_to_do: str):

@@ -7,7 +7,9 @@ Steps: check the config against the slice's devices and (mimjax.compile, unless
 --skip_compile_check) that it fits in the chips' memory; check the gs:// workdir is writable;
 create the slice (`gcloud compute tpus tpu-vm create`, or `queued-resources create` with --queued); ship this
 checkout (git archive, recorded in WORKDIR/launch/) and install it with the `tpu` extra on every
-worker; stop a stale trainer of an earlier launch that still holds the chips (by its pid); run
+worker, into a virtual environment of a Python >= 3.11 whatever the image's python3 is (made by
+uv, kept while the install set is unchanged; --python names an interpreter instead); stop a stale
+trainer of an earlier launch that still holds the chips (by its pid); run
 `mimjax.main ... --distributed` on all workers, streaming worker 0's log and every worker's
 errors; when one worker fails, stop the others and exit with its code; delete the slice unless
 --keep. With --spot, a preempted slice is recreated and the same command run again: it resumes
@@ -15,6 +17,7 @@ from the workdir's last checkpoint. Launching again while the run is alive attac
 --dry_run prints every gcloud command and changes nothing.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -29,6 +32,21 @@ from mimjax.launch import common
 
 REMOTE_CODE = "~/mimjax"
 PID, LOG, RC, WORKDIR = "~/mimjax.pid", "~/mimjax.log", "~/mimjax.rc", "~/mimjax.workdir"
+# The workers' virtual environments, one per install set, and the uv that makes them: they stay
+# on a VM across launches, trials and restarts.
+ENVS = "~/mimjax_envs"
+UV = f"{ENVS}/uv/bin/uv"
+EXTRA = "tpu"  # setup.py's extra for TPU VMs
+INSTALLED = ".installed"  # in an environment whose install finished
+
+
+def worker_env() -> str:
+  """The workers' environment for this checkout's install set: ~/mimjax_envs/pyX.Y-HASH, HASH of
+  setup.py (the pinned requirements and extras), the extra and the Python version."""
+  version = "%d.%d" % common.min_python()
+  with open(common.SETUP, "rb") as f:
+    key = hashlib.sha256(f.read() + f"\0{EXTRA}\0{version}".encode()).hexdigest()[:12]
+  return f"{ENVS}/py{version}-{key}"
 
 
 def tpu_slice(accelerator_type: str) -> hardware.Slice:
@@ -53,6 +71,12 @@ class TpuVm:
     self.slice = tpu_slice(args.accelerator_type)
     self.runtime = args.runtime_version or self.slice.tpu.runtime_version
     self.installed = False  # the code is on the workers (a sweep's next trial needs no install)
+    self.env = None if args.python else worker_env()  # --python: the user's own interpreter
+
+  @property
+  def python(self) -> str:
+    """The workers' interpreter, as a word of their shell."""
+    return shlex.quote(self.args.python) if self.args.python else f"{self.env}/bin/python"
 
   @property
   def hosts(self) -> int:
@@ -99,18 +123,32 @@ class TpuVm:
     return self.tpu_vm("ssh", self.args.name, f"--worker={worker}", f"--command={command}")
 
   def install(self) -> str:
-    py = self.args.python
-    return (f"mkdir -p {REMOTE_CODE} && tar -xzf ~/mimjax_code.tar.gz -C {REMOTE_CODE} && "
-            f"cd {REMOTE_CODE} && {py} -m pip install -q '.[tpu]'")
+    """Unpacks the shipped code and installs it with the `tpu` extra: into --python, or into the
+    workers' environment unless it is there already. uv makes that environment with a Python
+    >= 3.11 (the image's, or a CPython it downloads), whatever the image's python3 is."""
+    spec = shlex.quote(f".[{EXTRA}]")
+    unpack = (f"mkdir -p {REMOTE_CODE} && tar -xzf ~/mimjax_code.tar.gz -C {REMOTE_CODE} && "
+              f"cd {REMOTE_CODE}")
+    if not self.env:
+      return f"{unpack} && {self.python} -m pip install -q {spec}"
+    env, version = self.env, "%d.%d" % common.min_python()
+    return (f"{unpack} && if [ -f {env}/{INSTALLED} ]; then echo reusing {env}; else "
+            # uv from PyPI beside the environments: `pip --target` needs no venv module, and an
+            # externally managed system Python (PEP 668) allows it.
+            f"{{ [ -x {UV} ] || python3 -m pip install -q --target {ENVS}/uv uv; }} && "
+            f"rm -rf {env} && {UV} venv -q --python {version} {env} && "
+            # Editable: the environment runs whatever code a later launch unpacks.
+            f"{UV} pip install -q --python {env}/bin/python -e {spec} && "
+            f"touch {env}/{INSTALLED}; fi")
 
   def run(self, worker: int, trainer_args: list[str], workdir: str) -> str:
     """Starts the trainer detached (it outlives this ssh), then follows its log to the end."""
     # The run's name across slice re-creations: the lock that a preempted attempt left,
     # heartbeat still fresh, is this run's own and is taken over.
     run_id = shlex.quote(f"tpu:{self.args.zone}/{self.args.name}:{workdir}")
-    trainer = f"{workdir_lock.RUN_ID_ENV}={run_id} " + common.show(
-        [self.args.python, *common.TRAINER, *trainer_args, "--distributed",
-         f"--num_processes={self.hosts}", f"--process_id={worker}"])
+    trainer = f"{workdir_lock.RUN_ID_ENV}={run_id} {self.python} " + common.show(
+        [*common.TRAINER, *trainer_args, "--distributed", f"--num_processes={self.hosts}",
+         f"--process_id={worker}"])
     # The wrapper passes SIGTERM (preemption, a stop) on to the trainer, which saves before it
     # exits, and records the trainer's exit code for whoever follows the log.
     inner = shlex.quote(f"{trainer} & c=$!; trap 'kill -TERM $c' TERM; s=0; "
@@ -293,7 +331,9 @@ class TpuTarget(common.LaunchTarget):
   queued: bool = common.option(False, "Create through queued-resources.")
   keep: bool = common.option(False, "Keep the slice at the end (it bills).")
   max_restarts: int = common.option(20, "Spot: preemptions to survive.")
-  python: str = common.option("python3", "The workers' Python interpreter.")
+  python: str | None = common.option(
+      None, "The workers' Python, which gets the `tpu` extra installed (default: a virtual "
+      "environment of Python >= 3.11 that the launch makes on each worker with uv).")
   skip_compile_check: bool = common.option(
       False, "Do not check with mimjax.compile that the config fits in memory.")
   vm: TpuVm | None = dataclasses.field(default=None, init=False, repr=False)
@@ -341,8 +381,9 @@ class TpuTarget(common.LaunchTarget):
   def dry_run(self, jobs: list[common.Job], records: str) -> list[str]:
     self._check_storage(jobs, records)
     commands = self._checks(jobs) + plan(self.vm, [(j.trainer_args, j.workdir) for j in jobs])
+    python = f"environment {self.vm.env} (uv)" if self.vm.env else f"python {self.python}"
     return [f"# {self.vm.label}; code: git archive of this checkout, recorded in "
-            f"{records}/{common.SHIPPED}/", *(common.show(c) for c in commands)]
+            f"{records}/{common.SHIPPED}/; {python}", *(common.show(c) for c in commands)]
 
   def preflight(self, jobs: list[common.Job], records: str):
     self._check_storage(jobs, records)

@@ -61,10 +61,19 @@ def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
   assert lines[1].startswith("gcloud compute tpus tpu-vm scp code.tar.gz "
                              "'mae-l16:~/mimjax_code.tar.gz' --worker=all")
   assert lines[2].startswith("gcloud compute tpus tpu-vm ssh mae-l16 --worker=all '--command=")
-  assert "pip install -q '\"'\"'.[tpu]'\"'\"'" in lines[2]
+  # The environment, unless a worker has it: uv from PyPI, a venv of Python 3.11, the tpu extra.
+  env = re.search(r"if \[ -f (~/mimjax_envs/py3\.11-\w{12})/\.installed \]; then", lines[2])
+  assert env, lines[2]
+  for step in ("python3 -m pip install -q --target ~/mimjax_envs/uv uv",
+               f"~/mimjax_envs/uv/bin/uv venv -q --python 3.11 {env[1]} && ",
+               f"uv pip install -q --python {env[1]}/bin/python -e '\"'\"'.[tpu]'\"'\"' && "
+               f"touch {env[1]}/.installed; fi'"):
+    assert step in lines[2], (step, lines[2])
+  assert f"environment {env[1]} (uv)" in out.stdout.splitlines()[0]
   runs = lines[3:7]  # v5litepod-16: 4 hosts of 4 chips, one trainer each
   for i, line in enumerate(runs):
     assert line.startswith(f"gcloud compute tpus tpu-vm ssh mae-l16 --worker={i} '--command=")
+    assert f" {env[1]}/bin/python -m mimjax.main " in line  # the trainer runs from it
     assert "--distributed --num_processes=4 --process_id=%d" % i in line
     assert "configs/mae.py:variant=L/16,dataset=imagenet2012" in line and "gs://b/r" in line
     assert "MIMJAX_RUN_ID=tpu:us-central1-a/mae-l16:gs://b/r" in line  # the workdir lock's run
@@ -73,8 +82,13 @@ def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
 
   queued = _run(lu.launcher("tpu") + ["--name", "q", "--zone", "europe-west4-b",
                                       "--accelerator_type", "v6e-8", "--queued", "--keep",
-                                      "--skip_compile_check", "--dry_run", "--", *L16])
+                                      "--python", "/opt/py/bin/python", "--skip_compile_check",
+                                      "--dry_run", "--", *L16])
   lines = [l for l in queued.stdout.splitlines() if not l.startswith("#")]
+  # --python: the user's interpreter gets the extra and runs the trainer; no environment.
+  assert lines[2].endswith("cd ~/mimjax && /opt/py/bin/python -m pip install -q "
+                           "'\"'\"'.[tpu]'\"'\"'' --zone=europe-west4-b")
+  assert "mimjax_envs" not in queued.stdout and " /opt/py/bin/python -m mimjax.main " in lines[3]
   # https://cloud.google.com/tpu/docs/queued-resources
   assert lines[0] == ("gcloud compute tpus queued-resources create q --node-id=q "
                       "--zone=europe-west4-b --accelerator-type=v6e-8 "
@@ -254,9 +268,18 @@ def _preempt(cloud, name):
     os.killpg(int((worker / "mimjax.pid").read_text()), signal.SIGTERM)
 
 
+def _worker_calls(cloud, slice_name: str) -> list[str]:
+  """What the stand-in workers' python3 and uv were asked, `workerI: COMMAND` per call."""
+  log = cloud / "workers.log"
+  lines = log.read_text().splitlines() if log.exists() else []
+  return [l.split("/", 1)[1] for l in lines if l.startswith(f"{slice_name}/")]
+
+
 def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
-  """With the memory check (where libtpu is installed: make test says loudly when it is not):
-  mimjax.compile for v4-16's topology runs, under JAX_PLATFORMS=cpu, before any gcloud call."""
+  """The workers' python3 is 3.10, as on the TPU images: each VM gets an environment of Python
+  3.11 (uv from PyPI), which runs the trainer. With the memory check (where libtpu is installed:
+  make test says loudly when it is not): mimjax.compile for v4-16's topology runs, under
+  JAX_PLATFORMS=cpu, before any gcloud call."""
   workdir = f"{BUCKET}/tpu_spot"
   checked = topology.has_libtpu()
   launch = lu.start(_tpu_argv("spot", workdir, "--spot", compile_check=checked), env=_env())
@@ -278,7 +301,14 @@ def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
   assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
   calls = (cloud / "calls.log").read_text()
   assert calls.count("tpu-vm create spot") == 2 and calls.count("tpu-vm delete spot") == 2
-  assert "pip install -q .[tpu]" in calls or "'.[tpu]'" in calls
+  # Each worker of each VM (the first, then the one recreated): uv, a venv, the extra; the
+  # image's python3 never ran the trainer.
+  worker_calls = _worker_calls(cloud, "spot")
+  for worker in ("worker0", "worker1"):
+    mine = [c.split(": ", 1)[1] for c in worker_calls if c.startswith(f"{worker}: ")]
+    assert [c.split(" -q ")[0] for c in mine] == ["python3 -m pip install", "uv venv",
+                                                  "uv pip install"] * 2, worker_calls
+    assert all("--python 3.11 " in c for c in mine if c.startswith("uv venv"))
   assert not (cloud / "tpus" / "spot").exists()  # deleted at the end
 
 
@@ -299,6 +329,14 @@ def test_a_failing_worker_stops_the_others_and_its_code_is_returned(cloud, gcs, 
   else:
     pytest.fail("worker 0's trainer is still running")
   assert time.monotonic() - start < 240
+  # Launched again on the kept slice, whose VMs have the environment: no second install.
+  again = _run(_tpu_argv("crash", f"{BUCKET}/tpu_crash", "--keep"), timeout=300)
+  assert again.returncode == 3, again.stdout + again.stderr
+  assert ((cloud / "calls.log").read_text().count("--worker=all --command=mkdir -p ~/mimjax")
+          == 2)  # the code is unpacked each time
+  assert sorted(c.split(" -q ")[0] for c in _worker_calls(cloud, "crash")) == (
+      ["worker0: python3 -m pip install", "worker0: uv pip install", "worker0: uv venv",
+       "worker1: python3 -m pip install", "worker1: uv pip install", "worker1: uv venv"])
 
 
 def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, reference,

@@ -78,7 +78,7 @@ def test_trials_run_in_turn_on_one_slice_and_a_rerun_skips_them(tpu_sweep):
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
   assert "All 2 trials done" in first.stdout
   assert calls.count("tpu-vm create sweep") == 1 and calls.count("tpu-vm delete sweep") == 1
-  assert calls.count("pip install") == 1  # installed once, for both trials
+  assert calls.count("uv pip install") == 1  # installed once, for both trials
   assert [l.split()[4] for l in calls.splitlines() if "--process_id=0" in l] == ["sweep"] * 2
   assert not (tpu_sweep["state"] / "tpus" / "sweep").exists()
   losses = [lu.losses(f"{ROOT}/{name}") for name in NAMES]
