@@ -5,10 +5,12 @@ BatchNorm statistics and the EMA teacher) plus the config as JSON. Saves are asy
 atomic (orbax writes to a temporary directory and renames it when complete), so a run killed at
 any moment leaves only complete checkpoints behind; leftovers are cleaned on the next start.
 """
+import collections
 import json
 import logging
 import os
 import sys
+import traceback
 
 from etils import epath
 import jax
@@ -36,6 +38,27 @@ class _DropReadOnlyNotice(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_DropReadOnlyNotice())
+
+
+class _ErrorsAside(logging.Filter):
+  """orbax logs a failed background save's traceback from its threads, two or three times over,
+  while the trainer reports the failure in one line: its error records are kept here instead, for
+  the failed save's log file in the workdir (--verbose shows the error's traceback)."""
+
+  def __init__(self):
+    super().__init__()
+    self.lines = collections.deque(maxlen=20)
+    self._orbax = os.path.dirname(ocp.__file__) + os.sep
+
+  def filter(self, record):
+    if record.levelno < logging.ERROR or not record.pathname.startswith(self._orbax):
+      return True
+    self.lines.append(logging.Formatter("%(asctime)s %(threadName)s %(message)s").format(record))
+    return False
+
+
+_orbax_errors = _ErrorsAside()
+logging.getLogger("absl").addFilter(_orbax_errors)
 
 
 def _is_late_read_callback(value) -> bool:
@@ -70,6 +93,11 @@ class NoIntactCheckpointError(CheckpointError):
   """Every checkpoint of a workdir is damaged: starting over is the user's decision."""
 
 
+class SaveFailedError(errors.UserError, OSError):
+  """A checkpoint save failed (after the storage clients' own retries); the earlier checkpoints
+  are intact."""
+
+
 def _reason(error: BaseException) -> str:
   return errors.one_line(f"{type(error).__name__}: {error}")[:300]
 
@@ -102,8 +130,10 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 3, read_only: bool = False):
     directory = checkpoint_dir(workdir)
+    self._workdir = workdir
     self._directory = directory
-    self._saving = None  # the step of the latest save started
+    self._saving = None  # the step of the latest save started and not yet known to be complete
+    self._failed = None  # (step, error) of a save that failed
     if read_only and not storage.path(directory).is_dir():
       self._manager = None
       return
@@ -126,15 +156,81 @@ class Checkpointer:
     """Starts an asynchronous save; returns at once (the device arrays are copied first)."""
     meta = dict(format_version=FORMAT_VERSION, mimjax_version=mimjax.__version__,
                 checksums=fingerprint(state))
-    # An asynchronous save that failed reports it here, at the next save.
-    failing = self._saving if self._manager.is_saving_in_progress() else step
-    # force: the trainer decides when to save, not orbax's interval policy.
-    with _out_of_space_as_error(self, failing):
+    self.wait()  # orbax waits for the previous save anyway: a failure of it is named here
+    self._saving = step
+    try:
+      # force: the trainer decides when to save, not orbax's interval policy.
       self._manager.save(step, force=True, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
           config=ocp.args.JsonSave(json.loads(config.to_json())),
           meta=ocp.args.JsonSave(meta)))
-    self._saving = step
+    except Exception as e:  # pylint: disable=broad-except
+      self._saving, self._failed = None, (step, e)
+      self.raise_failed_save(step)
+
+  def failed_save(self) -> int | None:
+    """The step of a save that failed, else None (also while a save is under way): never waits,
+    so the trainer asks after every step."""
+    if self._failed is None and self._saving is not None and (
+        not self._manager.is_saving_in_progress()):
+      self._collect()  # the save's threads are done: returns at once
+    return self._failed[0] if self._failed else None
+
+  def wait(self):
+    """Waits for the save under way; raises raise_failed_save's error if it (or one before it)
+    failed."""
+    if self._manager:
+      self._collect()
+      if self._failed:
+        self.raise_failed_save(self._failed[0])
+
+  def _collect(self):
+    step, self._saving = self._saving, None
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      self._failed = (step, e)
+
+  def raise_failed_save(self, step: int):
+    """Raises the one-line error of the failed save of `step` (found here or, with several
+    processes, by another process), naming the newest complete checkpoint; the error's details
+    go to a log file in the workdir. Nothing saved before is touched."""
+    error = self._failed[1] if self._failed and self._failed[0] == step else None
+    try:
+      listed = steps(self._workdir)
+    except Exception:  # pylint: disable=broad-except  (the storage that failed the save)
+      listed = self.all_steps()
+    intact = [s for s in listed if s != step]
+    kept = (f"the newest complete checkpoint, step {max(intact)}, is intact and the next start "
+            "resumes from it" if intact else "no earlier checkpoint exists")
+    if error is None:
+      raise SaveFailedError(f"saving checkpoint step {step} to {self._directory} failed on "
+                            f"another process (its own error says why); {kept}")
+    details = self._write_details(step, error)
+    if errors.is_out_of_space(error):
+      raise errors.StorageFullError(
+          f"no space left on the device while saving checkpoint step {step} to "
+          f"{self._directory}: free space (or raise the quota) and start again; {kept}{details}"
+      ) from error
+    raise SaveFailedError(
+        f"saving checkpoint step {step} to {self._directory} failed ({_reason(error)}); {kept}: "
+        f"fix the storage and start the same command again{details}") from error
+
+  def _write_details(self, step: int, error: BaseException) -> str:
+    """Writes orbax's logged errors and `error`'s traceback to the workdir; says where."""
+    path = storage.path(self._workdir) / workdir_layout.SAVE_ERRORS / f"{step}.log"
+    text = "\n".join([*_orbax_errors.lines, "".join(traceback.format_exception(error))])
+    _orbax_errors.lines.clear()
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(text)
+    except Exception:  # pylint: disable=broad-except  (the storage that failed the save)
+      try:
+        path.unlink(missing_ok=True)
+      except Exception:  # pylint: disable=broad-except
+        pass
+      return "; run with --verbose for the traceback"
+    return f"; the details are in {path}"
 
   def restore(self, step: int, abstract_state):
     """Restores into the shardings of `abstract_state` (a pytree of jax.ShapeDtypeStruct)."""
@@ -160,11 +256,6 @@ class Checkpointer:
       raise CheckpointError(
           f"no complete checkpoint for step {step}; available steps: {self.all_steps() or 'none'}")
 
-  def wait(self):
-    if self._manager:
-      with _out_of_space_as_error(self, self._saving):
-        self._manager.wait_until_finished()
-
   def close(self):
     if self._manager:
       try:
@@ -174,7 +265,9 @@ class Checkpointer:
         getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
         self._manager.close()
       except Exception as e:  # pylint: disable=broad-except
-        if not errors.is_out_of_space(e):  # already reported by `wait` or `save`
+        # A failed save is reported by `wait`, `save` or the trainer, a full disk by them or by
+        # the error that ended the run.
+        if self._failed is None and not errors.is_out_of_space(e):
           raise
 
   @property
@@ -272,28 +365,6 @@ class _damage_as_error:
       raise _unreachable(self._where, error) from error
     raise DamagedCheckpointError(
         f"checkpoint {self._where} is damaged: {self._what}{_reason(error)}") from error
-
-
-class _out_of_space_as_error:
-  """Turns a save that failed for lack of space into one clear errors.StorageFullError."""
-
-  def __init__(self, ckpt, step):
-    self._ckpt, self._step = ckpt, step
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, kind, error, tb):
-    if error is None or not errors.is_out_of_space(error):
-      return False
-    steps = self._ckpt.all_steps()
-    intact = [s for s in steps if s != self._step]
-    kept = (f"the newest complete checkpoint, step {max(intact)}, is intact and the next start "
-            "resumes from it" if intact else "no earlier checkpoint exists")
-    raise errors.StorageFullError(
-        f"no space left on the device while saving checkpoint step {self._step} to "
-        f"{self._ckpt.directory}: free space (or raise the quota) and start again; {kept}"
-    ) from error
 
 
 def move_aside(ckpt: "Checkpointer", step: int) -> epath.Path:

@@ -57,13 +57,15 @@ def _initial_state(config, workdir, ckpt, init, abstract, shardings):
   return state
 
 
-def _over_processes(corrupt: int, waiting: float) -> tuple[int, float]:
+def _over_processes(corrupt: int, waiting: float, failed_save: int) -> tuple[int, float, int]:
   """(corrupt images skipped by every process, the slowest host's input wait: the others'
-  devices wait for it in the step's collectives), in one exchange."""
+  devices wait for it in the step's collectives, the step of a checkpoint save that failed on
+  any process or 0), in one exchange."""
   if jax.process_count() == 1:
-    return corrupt, waiting
-  gathered = multihost_utils.process_allgather(np.array([corrupt, waiting], np.float64))
-  return int(gathered[:, 0].sum()), float(gathered[:, 1].max())
+    return corrupt, waiting, failed_save
+  gathered = multihost_utils.process_allgather(
+      np.array([corrupt, waiting, failed_save], np.float64))
+  return int(gathered[:, 0].sum()), float(gathered[:, 1].max()), int(gathered[:, 2].max())
 
 
 class _Termination:
@@ -181,6 +183,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         writer.flush()  # the metrics up to a checkpoint survive a kill, wherever the workdir is
         ckpt.save(step, state, config)
 
+    # A failed asynchronous save stops the run at the next step (with several processes, at the
+    # next logged step, where they exchange what they know and so stop together).
+    alone = jax.process_count() == 1
     for step in range(start_step, total_steps):
       done = step + 1
       with profiler.step(done):
@@ -192,11 +197,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str):
         state, step_metrics = compiled_step(state, batch)
       input_clock.dispatched(step_metrics)  # the state is donated to the next step: not it
       profiler.after_step(done, step_metrics)
+      failed_save = ckpt.failed_save() or 0  # never waits
+      if failed_save and alone:
+        ckpt.raise_failed_save(failed_save)
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state)
         scalars = jax.device_get(step_metrics)
         images_per_sec, eta = writer.throughput(done, batch_size)
-        corrupt, waiting = _over_processes(batches.num_corrupt, input_clock.fraction())
+        corrupt, waiting, failed_save = _over_processes(batches.num_corrupt,
+                                                        input_clock.fraction(), failed_save)
+        if failed_save:
+          ckpt.raise_failed_save(failed_save)
         writer.write_scalars(done, dict(scalars, images_per_sec=images_per_sec, eta_seconds=eta,
                                         corrupt_images_skipped=corrupt,
                                         input_wait_fraction=waiting,

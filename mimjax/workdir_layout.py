@@ -10,6 +10,8 @@
     tensorboard/                  TENSORBOARD: event files (metric_files.py)
     profile/                      PROFILE: a jax.profiler trace (profiling.py)
     run.lock                      LOCK: the live run's lock (workdir_lock.py)
+    save_errors/<step>.log        SAVE_ERRORS: why the save of a step failed, with the storage's
+                                  tracebacks (checkpoint.py)
     launch/                       LAUNCH: what a launcher shipped: its git sha, the uncommitted diff,
                                   the code archive (launch/common.py)
 
@@ -22,4 +24,5 @@ METRICS_CHUNKS = "metrics"
 TENSORBOARD = "tensorboard"
 PROFILE = "profile"
 LOCK = "run.lock"
+SAVE_ERRORS = "save_errors"
 LAUNCH = "launch"
