@@ -23,7 +23,7 @@ def _namespace_prefix():
   return prefix if probe.returncode == 0 else None
 
 
-def test_save_on_a_full_disk_stops_in_one_line_and_the_restart_resumes(tmp_path):
+def test_save_on_a_full_disk_stops_at_the_next_step_in_one_line_and_the_restart_resumes(tmp_path):
   prefix = _namespace_prefix()
   if prefix is None:
     pytest.skip("this machine allows no private tmpfs mount (unshare -m / -rm); "
@@ -37,10 +37,15 @@ def test_save_on_a_full_disk_stops_in_one_line_and_the_restart_resumes(tmp_path)
   assert result.returncode == 0, result.stderr[-3000:]
   line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
   got = json.loads(line[len("RESULT "):])
-  assert got["error"] is not None, "the save did not fail: the file system was not full"
-  assert "no space left on the device while saving checkpoint step 4" in got["error"]
-  assert "step 2, is intact" in got["error"]
+  stderr = got["stderr"]
+  assert got["returncode"] == 2, f"the save did not fail: the file system was not full\n{stderr}"
+  assert "Traceback" not in stderr, stderr
+  errors = [l for l in stderr.splitlines() if l.startswith("mimjax-train: error:")]
+  assert len(errors) == 1, stderr
+  assert "no space left on the device while saving checkpoint step 4" in errors[0]
+  assert "step 2, is intact" in errors[0]
+  assert max(got["steps_run"]) <= 4 + 2  # the next step noticed, not the next save
   assert got["steps_after_failure"] == [2] and got["intact_step"] == 2
   assert "Resuming from" in got["restart_stdout"] and "at step 2" in got["restart_stdout"]
-  assert got["steps_after_restart"] == [2, 4]
-  assert sorted(int(s) for s in got["losses"]) == [1, 2, 3, 4]
+  assert got["steps_after_restart"] == [4, 6, 8]
+  assert sorted(int(s) for s in got["losses"]) == list(range(1, 9))

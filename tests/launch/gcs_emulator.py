@@ -22,8 +22,11 @@ def _free_port() -> int:  # not tests.trainer_utils': this file also runs as the
 
 class Emulator:
 
-  def __init__(self, data_dir: str):
+  def __init__(self, data_dir: str, generation_header: bool = True):
+    """`generation_header=False` serves downloads without `x-goog-generation`, as the emulator
+    itself does: a store that breaks its own reads, on which every checkpoint save fails."""
     self.data_dir = data_dir
+    self.generation_header = generation_header
     self.port = _free_port()
     self.url = f"http://127.0.0.1:{self.port}"
     self._process = None
@@ -33,9 +36,11 @@ class Emulator:
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "x", "EPATH_USE_TF": "false"}
 
   def start(self):
+    repair = [] if self.generation_header else [_NO_GENERATION_HEADER]
     self._process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "-d", self.data_dir, "start", "--host", "127.0.0.1", "--port", str(self.port),
-         "--default-bucket", BUCKET, "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [sys.executable, os.path.abspath(__file__), *repair, "-d", self.data_dir, "start",
+         "--host", "127.0.0.1", "--port", str(self.port), "--default-bucket", BUCKET, "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
       try:
@@ -52,11 +57,15 @@ class Emulator:
       self._process = None
 
 
-def _serve():
+_NO_GENERATION_HEADER = "--no-generation-header"
+
+
+def _serve(args):
   """Runs the emulator with two repairs, so that it can stand in for Cloud Storage here.
 
   - Downloads carry `x-goog-generation`, as Cloud Storage's do: tensorstore reads an object's
-    generation from it (orbax's OCDBT manifest reads depend on it); the emulator leaves it out.
+    generation from it (orbax's OCDBT manifest reads depend on it); the emulator leaves it out
+    (and so does this one under --no-generation-header, as the first argument).
   - Files are written atomically: the emulator rewrites its index on every upload, and a stop in
     the middle of that write would leave an index it cannot start from again.
   """
@@ -88,10 +97,13 @@ def _serve():
       pass
     return original(request, response, storage, *args, **kwargs)
 
-  objects.download = download  # before the server module builds its routing table from it
+  if args[:1] == [_NO_GENERATION_HEADER]:
+    args = args[1:]
+  else:
+    objects.download = download  # before the server module builds its routing table from it
   from gcp_storage_emulator import __main__ as cli
-  cli.main(sys.argv[1:])
+  cli.main(args)
 
 
 if __name__ == "__main__":
-  _serve()
+  _serve(sys.argv[1:])

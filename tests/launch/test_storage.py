@@ -1,4 +1,5 @@
 """gs:// workdirs against a local Cloud Storage emulator: train, kill, resume, export, load, outages."""
+import json
 import os
 import re
 import signal
@@ -77,6 +78,42 @@ def test_storage_outage_during_saves_is_retried_through(gcs):
   assert run.returncode == 0, rest
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]
   assert sorted(lu.losses(workdir)) == list(range(1, 13))
+
+
+def test_a_failed_save_stops_the_run_at_the_next_step_in_one_line(tmp_path):
+  """A store that breaks its own reads: downloads without `x-goog-generation` (the emulator as it
+  comes) fail tensorstore's OCDBT manifest reads, so the saves fail inside orbax's threads. The
+  steps are paced to the saves (tests/save_failure_run.py), so a save ends within a step."""
+  broken = gcs_emulator.Emulator(str(tmp_path / "gcs"), generation_header=False)
+  broken.start()
+  try:
+    workdir = f"{BUCKET}/failing_saves"
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.save_failure_run",
+         *tu.cli_flags("mae", workdir, total_steps=16, ckpt_every_steps=4)],
+        env=dict(tu.cli_env(), **broken.env()), cwd=tu.ROOT, capture_output=True, text=True,
+        timeout=300)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    lines = [l for l in run.stderr.splitlines() if l.startswith("mimjax-train: error:")]
+    assert len(lines) == 1, run.stderr[-3000:]
+    failed = int(re.search(r"saving checkpoint step (\d+) to \S+ failed", lines[0]).group(1))
+    steps_run = [int(l.split()[1].split("/")[0]) for l in run.stdout.splitlines()
+                 if l.startswith("step ")]
+    assert failed <= max(steps_run) <= failed + 2  # the next step noticed, not the next save
+    log = f"{workdir}/{workdir_layout.SAVE_ERRORS}/{failed}.log"
+    assert f"the details are in {log}" in lines[0]
+    read = ("import json; from mimjax import checkpoint, storage; print(json.dumps("
+            f"[checkpoint.steps({workdir!r}), storage.path({log!r}).read_text()]))")
+    looked = subprocess.run([sys.executable, "-c", read], env=dict(tu.cli_env(), **broken.env()),
+                            cwd=tu.ROOT, capture_output=True, text=True, timeout=120)
+    complete, details = json.loads(looked.stdout.splitlines()[-1])
+    assert failed not in complete
+    assert (f"step {max(complete)}, is intact" if complete else
+            "no earlier checkpoint exists") in lines[0]
+    assert "Traceback" in details
+  finally:
+    broken.stop()
 
 
 def test_missing_bucket_is_refused_in_seconds(gcs):
