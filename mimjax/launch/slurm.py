@@ -24,6 +24,12 @@ import sys
 
 from mimjax.launch import common
 
+# Asked of --python before submitting: its version, then the trainer's imports (as the job's
+# PYTHONPATH gives them).
+_PYTHON_CHECK = ("import sys; print('%d.%d.%d' % sys.version_info[:3], flush=True); "
+                 "import mimjax.main")
+
+
 
 @dataclasses.dataclass
 class SlurmTarget(common.LaunchTarget):
@@ -168,6 +174,32 @@ class SlurmTarget(common.LaunchTarget):
         raise common.LaunchError(f"--workdir {workdir} is relative: give the nodes an absolute "
                                  "path on the shared filesystem, or gs://BUCKET/RUN")
     common.check_checkout()
+    self.check_python()
+
+  def check_python(self):
+    """LaunchError naming --python unless it is a Python >= 3.11 that imports the trainer from
+    this checkout (what the job runs, from its snapshot)."""
+    need = "%d.%d" % common.min_python()
+    fix = (f"give --python the Python (>= {need}) of an environment with mimjax's dependencies "
+           "and the `cuda` extra on the shared filesystem (see README.md, SLURM GPU clusters)")
+    try:
+      result = subprocess.run([self.python, "-c", _PYTHON_CHECK], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=common.ROOT), timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+      raise common.LaunchError(f"--python {self.python} cannot be run here "
+                               f"({getattr(e, 'strerror', None) or e}): {fix}") from None
+    version = (result.stdout.split() or ["?"])[0]
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+      said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+      raise common.LaunchError(f"--python {self.python} did not answer as a Python does "
+                               f"({said}): {fix}")
+    if tuple(int(v) for v in version.split(".")[:2]) < common.min_python():
+      raise common.LaunchError(f"--python {self.python} is Python {version}, but mimjax needs "
+                               f">= {need}: {fix}")
+    if result.returncode:
+      said = (result.stderr.strip().splitlines() or ["no output"])[-1]
+      raise common.LaunchError(f"--python {self.python} (Python {version}) cannot import the "
+                               f"trainer ({said}): {fix}")
 
   def run(self, jobs: list[common.Job], records: str, on_start=None, on_end=None) -> int:
     """Ships the code, writes the script beside the logs and submits it; prints the job id."""

@@ -15,6 +15,7 @@ import pytest
 
 from mimjax import checkpoint
 from mimjax import topology
+from mimjax.launch import slurm
 from mimjax.launch import tpu
 from tests import trainer_utils as tu
 from tests.launch import gcs_emulator
@@ -191,6 +192,39 @@ def test_verbose_adds_the_traceback_of_a_launchers_expected_error(tmp_path):
     out = subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "Traceback (most recent call last)" in out.stderr
     assert out.stderr.splitlines()[-1].startswith("launch/slurm.py: error: sbatch is not installed")
+
+
+def _stand_in_python(path, answer: str) -> str:
+  """An interpreter on the cluster as the SLURM launcher's check sees it: `answer` is its shell."""
+  path.write_text(f"#!/bin/sh\n{answer}\n")
+  path.chmod(0o755)
+  return str(path)
+
+
+def test_a_slurm_python_older_than_3_11_is_one_line_before_submitting(cloud, tmp_path):
+  python = _stand_in_python(tmp_path / "python3.10", "echo 3.10.12")  # it reports 3.10
+  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--python", python,
+                                     "--", "--config", "configs/mae.py:demo",
+                                     "--workdir", str(tmp_path / "run")])
+  line = _one_error_line(out, "launch/slurm.py")
+  assert line.startswith(f"launch/slurm.py: error: --python {python} is Python 3.10.12, but "
+                         "mimjax needs >= 3.11: give --python the Python (>= 3.11) of an "
+                         "environment with mimjax's dependencies"), line
+  assert not (cloud / "slurm").exists() and not (tmp_path / "run").exists()  # nothing submitted
+
+
+@pytest.mark.parametrize("answer, message", [
+    ("echo 3.11.7; echo \"ModuleNotFoundError: No module named 'jax'\" >&2; exit 1",
+     r"--python \S+ \(Python 3.11.7\) cannot import the trainer \(ModuleNotFoundError: No "
+     r"module named 'jax'\): give --python"),
+    (None, r"--python \S+/missing cannot be run here \(No such file or directory\)"),
+])
+def test_a_slurm_python_that_cannot_run_the_trainer_is_refused(cloud, tmp_path, answer, message):
+  python = _stand_in_python(tmp_path / "python", answer) if answer else str(tmp_path / "missing")
+  with pytest.raises(tpu.common.LaunchError, match=message):
+    slurm.launch(["--nodes", "1", "--gpus_per_node", "1", "--python", python, "--", "--config",
+                  "configs/mae.py:demo", "--workdir", str(tmp_path / "run")])
+  assert not (cloud / "slurm").exists()
 
 
 def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
