@@ -30,7 +30,6 @@ _PYTHON_CHECK = ("import sys; print('%d.%d.%d' % sys.version_info[:3], flush=Tru
                  "import mimjax.main")
 
 
-
 @dataclasses.dataclass
 class SlurmTarget(common.LaunchTarget):
   """A SLURM cluster: each run is one job (a sweep's, one array job)."""
