@@ -56,7 +56,7 @@ def validate(config, num_processes: int, num_devices: int):
 class Evaluators:
   """The evaluators of `config.evals`, built once; `maybe_run` runs those due at a step.
 
-  `at_start` holds the step-0 scores ('NAME/SCALAR' -> value), the reference of every later
+  `at_start` holds the step-0 results ('NAME/SCALAR' -> value), the reference of every later
   score's gain: measured by `run_at_start`, or read back by `remember_start` on a resumed run.
   """
 
