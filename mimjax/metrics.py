@@ -9,7 +9,9 @@ import numpy as np
 
 from mimjax import input_wait
 from mimjax import metric_files
-from mimjax.evals import registry as evals_registry
+
+# An evaluator score `NAME/SCALAR` + GAIN_SUFFIX: the score minus its step-0 value.
+GAIN_SUFFIX = "_gain"
 
 
 def _format_duration(seconds: float) -> str:
@@ -70,10 +72,10 @@ class MetricsLogger:
     self._jsonl.write({"step": step, **scalars})
     shown = []
     for k, v in scalars.items():
-      gain = scalars.get(k + evals_registry.GAIN_SUFFIX)
+      gain = scalars.get(k + GAIN_SUFFIX)
       if gain is not None:
         shown.append(f"{k} {v:.4g} (step 0: {v - gain:.4g}, {gain:+.4g})")
-      elif not k.endswith(evals_registry.GAIN_SUFFIX):
+      elif not k.endswith(GAIN_SUFFIX):
         shown.append(f"{k} {v:.4g}")
     print(f"step {step}/{self.total_steps} | " + " | ".join(shown), flush=True)
 

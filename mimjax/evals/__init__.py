@@ -24,7 +24,8 @@ from mimjax.evals import classification  # noqa: F401  (registers "classificatio
 from mimjax.evals import knn  # noqa: F401  (registers "knn")
 from mimjax.evals import linear_probe  # noqa: F401  (registers "linear_probe")
 from mimjax.evals import reconstruction  # noqa: F401  (registers "reconstruction")
-from mimjax.evals.registry import GAIN_SUFFIX, get, make_config, names, register
+from mimjax.evals.registry import get, make_config, names, register
+from mimjax.metrics import GAIN_SUFFIX
 
 __all__ = ["Evaluators", "GAIN_SUFFIX", "get", "make_config", "names", "register", "validate"]
 

@@ -31,9 +31,6 @@ COMMON = dict(
     image_size=0,      # 0 = config.input.image_size
 )
 
-# `NAME/SCALAR` + GAIN_SUFFIX: the scalar minus its step-0 value.
-GAIN_SUFFIX = "_gain"
-
 _REGISTRY: dict[str, type] = {}
 
 
