@@ -47,6 +47,7 @@ flags.DEFINE_bool("compare_meshes", False, "Compile both as data=N (fsdp=1) and 
                   "(data=1) and report both; the cheaper one that fits is recommended.")
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["config"])
+errors.refuse_empty_flags("report")
 FLAGS = flags.FLAGS
 
 PROG = "mimjax-compile"
@@ -386,11 +387,21 @@ def format_report(r: dict) -> str:
   return "\n".join(lines)
 
 
-def main_fn(config, topology: str, report_path: str | None, assumed_mfu: float,
-            compare: bool) -> int:
+def check_mfu(assumed_mfu: float) -> bool:
   if not 0 < assumed_mfu <= 1:
     raise errors.UserError(f"--mfu={assumed_mfu}: give the assumed MFU as a fraction in (0, 1], "
                            "e.g. 0.4")
+  return True
+
+
+# Refused when the flags are parsed (before the config loads), in the words of main_fn's checks.
+flags.register_validator("mfu", check_mfu)
+flags.register_validator("topology", lambda t: t == "local" or bool(topology_lib.parse(t)))
+
+
+def main_fn(config, topology: str, report_path: str | None, assumed_mfu: float,
+            compare: bool) -> int:
+  check_mfu(assumed_mfu)
   target = local_target() if topology == "local" else tpu_target(topology)
   if compare:
     result = compare_meshes(config, target, assumed_mfu)
@@ -404,7 +415,9 @@ def main_fn(config, topology: str, report_path: str | None, assumed_mfu: float,
   if report_path:
     from etils import epath
 
-    epath.Path(report_path).write_text(json.dumps(result, indent=2) + "\n")
+    path = epath.Path(report_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
   sys.stdout.flush()
   return EXIT_FITS if result["fits"] else EXIT_DOES_NOT_FIT
 

@@ -47,6 +47,15 @@ def define_verbose_flag():
     flags.DEFINE_bool("verbose", False, "Show the traceback of expected errors too.")
 
 
+def refuse_empty_flags(*names: str):
+  """The absl flags `names` (paths, names) refuse an empty value when parsed: `--out=` would
+  otherwise mean the current directory, or fail late, after the expensive part."""
+  from absl import flags
+  for name in names:
+    flags.register_validator(name, lambda v: "" not in (v if isinstance(v, list) else [v]),
+                             message="give a value, not an empty string")
+
+
 def quiet_library_logs():
   """absl logging at WARNING unless --verbosity was given: orbax and XLA log every save and
   backend probe at INFO, which buries the tool's own output (--verbosity=0 shows them again)."""
@@ -135,6 +144,8 @@ def _config_file_problem(flag) -> str | None:
     flag.value.keys()  # ml_collections defers a load failure until the config is used
   except OSError:
     path = flag.config_filename
+    if not path:
+      return f"--{flag.name}: give a config file, e.g. configs/mae.py:demo (it is empty)"
     if not os.path.isfile(path):
       here = sorted(os.listdir(os.path.dirname(path) or ".")) if os.path.isdir(
           os.path.dirname(path) or ".") else "no such directory"

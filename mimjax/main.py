@@ -10,6 +10,8 @@ Elsewhere name them: --distributed --coordinator_address=HOST:PORT --num_process
 """
 from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
+import re
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags
@@ -22,10 +24,19 @@ flags.DEFINE_string("workdir", None, "Where checkpoints, TensorBoard logs and me
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 flags.DEFINE_string("coordinator_address", None, "With --distributed, where no cluster "
                     "environment says it: HOST:PORT of process 0.")
-flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.")
-flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes.",
+                     lower_bound=1)
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.",
+                     lower_bound=0)
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["config", "workdir"])
+errors.refuse_empty_flags("workdir")
+flags.register_validator("coordinator_address", lambda a: a is None or bool(
+    re.fullmatch(r".+:\d+", a)), message="give HOST:PORT of process 0, e.g. 10.0.0.2:1234")
+flags.register_multi_flags_validator(
+    ["num_processes", "process_id"],
+    lambda f: None in f.values() or f["process_id"] < f["num_processes"],
+    message="--process_id counts from 0: it must be below --num_processes")
 FLAGS = flags.FLAGS
 
 

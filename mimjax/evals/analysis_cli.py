@@ -19,6 +19,8 @@ Layers are numbered from 1, heads from 0.
 """
 from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 
+import re
+
 from absl import app
 from absl import flags
 
@@ -31,15 +33,21 @@ flags.DEFINE_string("dataset", "offline_photos", "As config.input.dataset.")
 flags.DEFINE_string("folder", "", "As config.input.folder (with --dataset=folder).")
 flags.DEFINE_string("data_dir", "", "As config.input.data_dir (tfds).")
 flags.DEFINE_string("split", "train", "The split whose images are analysed.")
-flags.DEFINE_integer("num_images", 160, "How many images (the first of the split).")
-flags.DEFINE_integer("batch_size", 16, "Images per forward pass.")
-flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.")
+flags.DEFINE_integer("num_images", 160, "How many images (the first of the split).",
+                     lower_bound=1)
+flags.DEFINE_integer("batch_size", 16, "Images per forward pass.", lower_bound=1)
+flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.",
+                     lower_bound=0)
 flags.DEFINE_list("heads", [], "LAYER:HEAD pairs for the attention maps; default: every head "
                   "of the last layer.")
 flags.DEFINE_integer("num_map_images", 4, "Images in each attention-map figure (0: no figure).",
                      lower_bound=0)
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["model", "out"])
+errors.refuse_empty_flags("model", "name", "out", "dataset", "split")
+# The form here; the layers and heads the model has once it is loaded (analysis_runner).
+flags.register_validator("heads", lambda items: all(re.fullmatch(r"\d+:\d+", i) for i in items),
+                         message="give LAYER:HEAD pairs, e.g. 12:0,12:5")
 FLAGS = flags.FLAGS
 
 

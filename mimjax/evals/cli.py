@@ -24,17 +24,23 @@ flags.DEFINE_string("folder", "", "As config.input.folder (with --dataset=folder
 flags.DEFINE_string("data_dir", "", "As config.input.data_dir (tfds).")
 flags.DEFINE_string("train_split", "train", "The labelled split to fit on (the kNN bank).")
 flags.DEFINE_string("val_split", "validation", "The split accuracy is measured on.")
-flags.DEFINE_integer("batch_size", 64, "Global batch for feature extraction.")
-flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.")
+flags.DEFINE_integer("batch_size", 64, "Global batch for feature extraction.", lower_bound=1)
+flags.DEFINE_integer("image_size", 0, "Image side; 0 = the model's training size.",
+                     lower_bound=0)
 flags.DEFINE_enum("feature", "cls", ["cls", "mean"], "[CLS] token or mean of the patch tokens.")
-flags.DEFINE_integer("k", 20, "kNN: neighbours.")
+flags.DEFINE_integer("k", 20, "kNN: neighbours.", lower_bound=1)
 flags.DEFINE_float("temperature", 0.07, "kNN: vote weight exp(similarity / T).")
-flags.DEFINE_integer("epochs", 90, "Linear probe: epochs over the extracted features.")
+flags.DEFINE_integer("epochs", 90, "Linear probe: epochs over the extracted features.",
+                     lower_bound=1)
 flags.DEFINE_float("base_lr", 0.1, "Linear probe: lr = base_lr x batch / 256 (LARS).")
-flags.DEFINE_integer("probe_batch_size", 16384, "Linear probe: batch (at most the split's size).")
+flags.DEFINE_integer("probe_batch_size", 16384, "Linear probe: batch (at most the split's size).",
+                     lower_bound=1)
 flags.DEFINE_string("out", "", "Write the result as JSON to this file.")
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["model", "eval"])
+errors.refuse_empty_flags("model", "dataset", "train_split", "val_split")
+flags.register_validator("temperature", lambda t: t > 0, message="must be > 0 (DINO uses 0.07)")
+flags.register_validator("base_lr", lambda lr: lr > 0, message="must be > 0 (MAE uses 0.1)")
 FLAGS = flags.FLAGS
 
 

@@ -19,15 +19,18 @@ from absl import flags
 from mimjax import errors
 
 flags.DEFINE_string("workdir", None, "A training workdir (holds checkpoints/).")
-flags.DEFINE_integer("step", None, "The checkpoint step to export; default: the latest.")
+flags.DEFINE_integer("step", None, "The checkpoint step to export; default: the latest.",
+                     lower_bound=0)
 flags.DEFINE_enum("format", None, ["timm", "hf"], "The PyTorch consumer to write for.")
 flags.DEFINE_string("out", None, "The output directory (created; existing files are replaced).")
-flags.DEFINE_integer("num_classes", 0, "timm only: add a freshly initialized head of this size.")
+flags.DEFINE_integer("num_classes", 0, "timm only: add a freshly initialized head of this size.",
+                     lower_bound=0)
 flags.DEFINE_enum("global_pool", "token", ["token", "avg"],
                   "timm only: 'avg' is the fine-tuning layout (patch mean, fresh fc_norm, the "
                   "final norm dropped); a fine-tuned classifier is always exported so.")
 errors.define_verbose_flag()
 flags.mark_flags_as_required(["workdir", "format", "out"])
+errors.refuse_empty_flags("workdir", "out")
 FLAGS = flags.FLAGS
 PROG = "mimjax-export"
 
