@@ -126,10 +126,33 @@ def require_tool(name: str, what_to_do: str):
 REQUIRED = object()  # an option that launch/TARGET.py cannot do without
 
 
-def option(default, help: str, launcher=None):  # pylint: disable=redefined-builtin
+def option(default, help: str, launcher=None,  # pylint: disable=redefined-builtin
+           minimum: int | None = None, maximum: int | None = None):
   """A target option: a dataclass field that is also a flag. `launcher` is its default in
-  launch/TARGET.py when that differs from the sweep's (REQUIRED: the launcher needs it given)."""
-  return dataclasses.field(default=default, metadata={"help": help, "launcher": launcher})
+  launch/TARGET.py when that differs from the sweep's (REQUIRED: the launcher needs it given);
+  an integer's flag refuses a value below `minimum` or above `maximum`."""
+  return dataclasses.field(default=default, metadata={"help": help, "launcher": launcher,
+                                                      "range": (minimum, maximum)})
+
+
+def integer(minimum: int | None = None, maximum: int | None = None):
+  """An argparse `type`: an integer within [minimum, maximum] (None: no bound on that side)."""
+  def parse(text: str) -> int:
+    value = int(text)  # not an integer: argparse says "invalid int value: 'TEXT'"
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+      bound = (f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None
+               else f"in [{minimum}, {maximum}]")
+      raise argparse.ArgumentTypeError(f"{value} is out of range: give an integer {bound}")
+    return value
+  parse.__name__ = "int"  # the name argparse's message gives the type
+  return parse
+
+
+def nonempty(text: str) -> str:
+  """An argparse `type`: a name or path, which an empty string is not."""
+  if not text:
+    raise argparse.ArgumentTypeError("give a value, not an empty string")
+  return text
 
 
 @dataclasses.dataclass
@@ -171,9 +194,11 @@ class LaunchTarget:
       if isinstance(f.default, bool):
         kwargs["action"] = "store_true"
       elif isinstance(f.default, tuple):
-        kwargs.update(action="append", default=list(f.default))
+        kwargs.update(action="append", default=list(f.default), type=nonempty)
       elif f.type in (int, int | None):
-        kwargs["type"] = int
+        kwargs["type"] = integer(*f.metadata["range"])
+      elif f.type in (str, str | None):
+        kwargs["type"] = nonempty
       parser.add_argument(f"--{prefix}{f.name}", **kwargs)
 
   @classmethod

@@ -111,13 +111,15 @@ class LocalTarget(common.LaunchTarget):
   sweep_prefix = "local_"
 
   processes: int = common.option(1, "Trainer processes per run, connected on 127.0.0.1.",
-                                 launcher=2)
+                                 launcher=2, minimum=1)
   devices_per_process: int = common.option(
-      1, "With --processes > 1 on CPU: host devices per process (XLA's forced device count).")
+      1, "With --processes > 1 on CPU: host devices per process (XLA's forced device count).",
+      minimum=1)
   gpus: int | None = common.option(
       None, "With --processes > 1: GPUs on this machine to split between the processes "
-      "(default: none, CPU).")
-  port: int | None = common.option(None, "Coordinator port (default: a free one).")
+      "(default: none, CPU).", minimum=1)
+  port: int | None = common.option(None, "Coordinator port (default: a free one).", minimum=1,
+                                   maximum=65535)
   devices: Devices | None = dataclasses.field(default=None, repr=False)
   parallel: int = dataclasses.field(default=1, repr=False)
 

@@ -37,19 +37,21 @@ class SlurmTarget(common.LaunchTarget):
   sweep_prefix = "slurm_"
   waits = False  # the jobs are queued; the cluster runs them
 
-  nodes: int = common.option(1, "Nodes per run.", launcher=common.REQUIRED)
+  nodes: int = common.option(1, "Nodes per run.", launcher=common.REQUIRED, minimum=1)
   gpus_per_node: int = common.option(
       0, "GPUs per node, one task each (0: CPU nodes, one task per node).",
-      launcher=common.REQUIRED)
+      launcher=common.REQUIRED, minimum=0)
   partition: str | None = common.option(None, "The partition.")
   account: str | None = common.option(None, "The account.")
   time: str | None = common.option(None, "Time limit per run, e.g. 24:00:00 (the cluster's "
                                    "default if unset).")
   job_name: str | None = common.option(None, "The job's name (default: mimjax; a sweep's: "
                                        "sweep-ROOT_NAME).", launcher="mimjax")
-  cpus_per_task: int = common.option(0, "CPUs per task (0: the cluster's default).", launcher=8)
+  cpus_per_task: int = common.option(0, "CPUs per task (0: the cluster's default).", launcher=8,
+                                     minimum=0)
   signal_seconds: int = common.option(
-      300, "Seconds before the time limit at which the trainer is told to save.")
+      300, "Seconds before the time limit at which the trainer is told to save.", minimum=0,
+      maximum=65535)  # sbatch --signal's range
   python: str = common.option(sys.executable, "The Python with mimjax's dependencies on the "
                               "nodes (a shared venv).")
   launch_dir: str | None = common.option(

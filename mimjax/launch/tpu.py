@@ -330,7 +330,7 @@ class TpuTarget(common.LaunchTarget):
   spot: bool = common.option(False, "Spot capacity; recreate when preempted.")
   queued: bool = common.option(False, "Create through queued-resources.")
   keep: bool = common.option(False, "Keep the slice at the end (it bills).")
-  max_restarts: int = common.option(20, "Spot: preemptions to survive.")
+  max_restarts: int = common.option(20, "Spot: preemptions to survive.", minimum=0)
   python: str | None = common.option(
       None, "The workers' Python, which gets the `tpu` extra installed (default: a virtual "
       "environment of Python >= 3.11 that the launch makes on each worker with uv).")

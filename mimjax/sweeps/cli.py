@@ -33,18 +33,21 @@ PROG = "mimjax-sweep"
 
 def parser() -> common.ArgumentParser:
   p = common.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-  p.add_argument("--config", help="The base config: configs/NAME.py[:ARG], as for mimjax-train.")
-  p.add_argument("--sweep", help="A file defining get_sweep(arg=None): FILE.py[:ARG].")
-  p.add_argument("--root", help="The sweep's directory (local or gs://): a workdir per trial.")
+  p.add_argument("--config", type=common.nonempty,
+                 help="The base config: configs/NAME.py[:ARG], as for mimjax-train.")
+  p.add_argument("--sweep", type=common.nonempty,
+                 help="A file defining get_sweep(arg=None): FILE.py[:ARG].")
+  p.add_argument("--root", type=common.nonempty,
+                 help="The sweep's directory (local or gs://): a workdir per trial.")
   p.add_argument("--target", default="local", choices=sorted(targets.TARGETS),
                  help="Where the trials run.")
-  p.add_argument("--parallel", type=int, default=None,
+  p.add_argument("--parallel", type=common.integer(minimum=1), default=None,
                  help="Trials at once: local default 1 (each gets 1/K of the devices); slurm "
                  "default no limit (the array's %%K).")
   p.add_argument("--dry_run", action="store_true",
                  help="List the trials and their commands (the sbatch script, the gcloud "
                  "commands); start and write nothing.")
-  p.add_argument("--report", default=None,
+  p.add_argument("--report", default=None, type=common.nonempty,
                  help="Print the table of the sweep at this root and write ROOT/report.csv and "
                  "ROOT/report.png (nothing else happens).")
   for target in targets.TARGETS.values():
