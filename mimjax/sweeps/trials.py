@@ -11,7 +11,6 @@ import importlib.util
 import json
 import os
 import re
-import sys
 from typing import Any
 
 from absl import flags
@@ -21,7 +20,6 @@ from ml_collections import config_flags
 from mimjax import errors
 
 MAX_NAME_LENGTH = 120
-TRAINER = (sys.executable, "-m", "mimjax.main")
 
 
 class SweepError(errors.UserError, ValueError):
@@ -52,9 +50,6 @@ class Trial:
 
   def trainer_args(self, base: Base, workdir: str) -> list[str]:
     return [f"--config={base.config}", f"--workdir={workdir}", *base.flags, *self.flags()]
-
-  def command(self, base: Base, workdir: str) -> list[str]:
-    return [*TRAINER, *self.trainer_args(base, workdir)]
 
   def label(self) -> str:
     return f"trial {self.name} ({describe(self.overrides)})"

@@ -110,7 +110,7 @@ def test_trials_get_typed_validated_configs():
   assert isinstance(built[0].overrides["optim.base_lr"], float)  # read back from the config
   assert built[1].config.input.image_size == 16  # the flags after -- apply to every trial
   assert [t.total_steps for t in built] == [4, 4]
-  command = built[0].command(trials.Base("cfg.py:demo"), "/root/x")
+  command = built[0].trainer_args(trials.Base("cfg.py:demo"), "/root/x")
   assert command[-2:] == ["--config.model.mask_ratio=0.6", "--config.optim.base_lr=1.0"]
 
 
