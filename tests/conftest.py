@@ -1,4 +1,4 @@
-"""Shared test setup: a private offline-dataset cache and tiny trainer configs."""
+"""Shared test setup: a private offline-dataset cache, the XLA cache, the storage emulator."""
 import atexit
 import os
 import shutil
@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position  (as the CLIs)
+from tests.launch import gcs_emulator  # pylint: disable=wrong-import-position
 # libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
 # process and its subprocesses; tests that compile for TPU slices describe them explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -29,3 +30,21 @@ def offline_cache(tmp_path_factory):
   """Builds the bundled photo dataset once per session, away from the user's cache."""
   path = os.environ.setdefault("MIMJAX_CACHE_DIR", str(tmp_path_factory.mktemp("mimjax_cache")))
   return path
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+  """A Cloud Storage emulator for the whole session (launch, storage and TPU-sweep tests), its
+  environment set for this process and children: `gs://{gcs_emulator.BUCKET}/...` paths work in
+  and out of process."""
+  emulator = gcs_emulator.Emulator(str(tmp_path_factory.mktemp("gcs")))
+  emulator.start()
+  saved = {k: os.environ.get(k) for k in emulator.env()}
+  os.environ.update(emulator.env())
+  yield emulator
+  emulator.stop()
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value

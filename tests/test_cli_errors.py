@@ -1,6 +1,6 @@
 """Expected errors of mimjax-train, mimjax-export and mimjax-analyze: one line, exit status 2, no
 traceback (`--verbose` adds it); unexpected ones keep their traceback. The launchers' are in
-tests/launch/test_launch.py, mimjax-eval's in tests/test_evals_train.py."""
+tests/launch/test_launch.py, mimjax-eval's in tests/evals/test_train.py."""
 import os
 import shutil
 import subprocess

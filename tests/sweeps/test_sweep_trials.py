@@ -14,7 +14,7 @@ from mimjax.sweeps import launch
 from mimjax.sweeps import manifest
 from mimjax.sweeps import progress
 from mimjax.sweeps import trials
-from tests.sweep import sweep_helpers as sh
+from tests.sweeps import sweep_helpers as sh
 
 
 def test_product_and_zip_build_trials():

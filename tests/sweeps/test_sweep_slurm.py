@@ -13,7 +13,7 @@ from mimjax.sweeps import progress
 from mimjax.sweeps import report
 from tests import trainer_utils as tu
 from tests.launch import launch_utils as lu
-from tests.sweep import sweep_helpers as sh
+from tests.sweeps import sweep_helpers as sh
 
 RUN = dict(lu.STEPS, log_every_steps=1)
 GRID = [{"model.mask_ratio": 0.5}, {"model.mask_ratio": 0.9}]

@@ -21,7 +21,7 @@ from mimjax.sweeps import progress
 from mimjax.sweeps import report
 from mimjax.sweeps import trials
 from tests import trainer_utils as tu
-from tests.sweep import sweep_helpers as sh
+from tests.sweeps import sweep_helpers as sh
 
 RUN = {"total_steps": 12, "ckpt_every_steps": 3, "log_every_steps": 1}
 GRID = [{"model.mask_ratio": r, "optim.base_lr": lr} for r in (0.5, 0.75) for lr in (1e-3, 4e-3)]

@@ -19,7 +19,7 @@ from mimjax.sweeps import launch
 from mimjax.sweeps import report
 from tests.launch import gcs_emulator
 from tests.launch import launch_utils as lu
-from tests.sweep import sweep_helpers as sh
+from tests.sweeps import sweep_helpers as sh
 
 ROOT = f"gs://{gcs_emulator.BUCKET}/tpu_sweep"
 RUN = {"total_steps": 2, "ckpt_every_steps": 2, "log_every_steps": 1}
