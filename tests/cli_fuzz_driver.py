@@ -23,6 +23,8 @@ import traceback
 from mimjax import tf_env  # pylint: disable=unused-import  (first, as in every command)
 
 from mimjax import errors
+from mimjax.launch import common
+from mimjax.launch import targets
 
 # command -> (module, prog); the absl commands keep their flags in absl.flags.FLAGS.
 ABSL = {
@@ -37,17 +39,10 @@ ARGPARSE = {
     "mimjax-sweep": ("mimjax.sweeps.cli", "mimjax-sweep", lambda m: m.parser(),
                      lambda m: m._launch),  # pylint: disable=protected-access
     **{f"launch/{kind}.py": (f"mimjax.launch.{kind}", f"launch/{kind}.py",
-                             lambda m: m.common.launcher_parser(_target(m)),
+                             lambda m, kind=kind: common.launcher_parser(targets.TARGETS[kind]),
                              lambda m: m.launch)
-       for kind in ("local", "slurm", "tpu")},
+       for kind in targets.TARGETS},
 }
-
-
-def _target(module):
-  from mimjax.launch import common  # pylint: disable=g-import-not-at-top
-  return next(v for v in vars(module).values()
-              if isinstance(v, type) and issubclass(v, common.LaunchTarget)
-              and v is not common.LaunchTarget and v.__module__ == module.__name__)
 
 
 def _absl_flags(module_name: str) -> dict:
