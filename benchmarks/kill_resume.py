@@ -26,7 +26,7 @@ from mimjax import checkpoint
 from mimjax import metric_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tests/trainer_utils.py's tiny_config with total_steps=150, ckpt_every_steps=5, log_every_steps=1.
+# tests/helpers.py's tiny_config with total_steps=150, ckpt_every_steps=5, log_every_steps=1.
 TINY = {"input.image_size": 16, "input.batch_size": 8, "model.variant": "mu/4",
         "model.decoder_width": 32, "model.decoder_depth": 1, "model.decoder_heads": 2,
         "total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1, "image_every_steps": 0,

@@ -5,7 +5,7 @@ import sys
 import jax
 import jax.numpy as jnp
 
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 def test_top_ops_ranks_the_ops_of_a_trace(tmp_path):
@@ -16,8 +16,8 @@ def test_top_ops_ranks_the_ops_of_a_trace(tmp_path):
     for _ in range(3):
       matmuls(big).block_until_ready()
   result = subprocess.run([sys.executable, "benchmarks/top_ops.py", str(tmp_path / "trace"),
-                           "--top", "3"], cwd=tu.ROOT, env=tu.cli_env(), capture_output=True,
-                          text=True, timeout=120)
+                           "--top", "3"], cwd=helpers.ROOT, env=helpers.cli_env(),
+                          capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
   total_ms = float(lines[0].split(" ms of op time")[0].split(", ")[-1])
@@ -30,8 +30,9 @@ def test_top_ops_ranks_the_ops_of_a_trace(tmp_path):
 
 
 def test_top_ops_says_when_the_folder_has_no_trace(tmp_path):
-  result = subprocess.run([sys.executable, "benchmarks/top_ops.py", str(tmp_path)], cwd=tu.ROOT,
-                          env=tu.cli_env(), capture_output=True, text=True, timeout=120)
+  result = subprocess.run([sys.executable, "benchmarks/top_ops.py", str(tmp_path)],
+                          cwd=helpers.ROOT, env=helpers.cli_env(), capture_output=True, text=True,
+                          timeout=120)
   assert result.returncode == 1
   assert result.stderr.strip() == (f"top_ops: error: no *.xplane.pb under {tmp_path}: pass the "
                                    "folder a jax.profiler trace was written to")

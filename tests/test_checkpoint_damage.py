@@ -13,7 +13,7 @@ from mimjax import checkpoint
 from mimjax import state as state_lib
 from mimjax import train
 from mimjax import workdir_layout
-from tests import trainer_utils as tu
+from tests import helpers
 
 RUN = {"total_steps": 4, "ckpt_every_steps": 2}
 
@@ -22,8 +22,8 @@ RUN = {"total_steps": 4, "ckpt_every_steps": 2}
 def trained(tmp_path_factory):
   """A tiny MAE run with checkpoints at steps 2 and 4, and its losses."""
   workdir = str(tmp_path_factory.mktemp("trained"))
-  train.train(tu.tiny_config("mae", **RUN), workdir)
-  return workdir, tu.losses(workdir)
+  train.train(helpers.tiny_config("mae", **RUN), workdir)
+  return workdir, helpers.losses(workdir)
 
 
 def _array_files(step_dir):
@@ -115,11 +115,11 @@ def test_damaged_checkpoint_is_named_and_the_previous_one_restores(how, trained,
 
 def test_training_resumes_past_a_damaged_checkpoint_exactly(trained, tmp_path, capsys):
   workdir = _damaged_copy(trained, tmp_path, "overwritten")
-  train.train(tu.tiny_config("mae", **RUN), workdir)
+  train.train(helpers.tiny_config("mae", **RUN), workdir)
   out = capsys.readouterr().out
   assert "Skipping checkpoint step 4" in out and "at step 2" in out
   # Steps 3 and 4 were trained again from step 2 and match the original run bit for bit.
-  assert tu.losses(workdir) == trained[1]
+  assert helpers.losses(workdir) == trained[1]
   assert sorted(checkpoint.Checkpointer(workdir, read_only=True).all_steps()) == [2, 4]
   assert os.listdir(os.path.join(workdir, workdir_layout.DAMAGED_CHECKPOINTS)) == ["4"]
 
@@ -132,10 +132,11 @@ def test_every_checkpoint_damaged_stops_instead_of_training_from_scratch(trained
   _truncate(os.path.join(checkpoint.checkpoint_dir(workdir), "2"))
   metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
   with pytest.raises(checkpoint.NoIntactCheckpointError, match=r"\(2, 4\); to train from step 0"):
-    train.train(tu.tiny_config("mae", **RUN), workdir)
+    train.train(helpers.tiny_config("mae", **RUN), workdir)
   out = capsys.readouterr().out
   assert "Skipping checkpoint step 4" in out and "Skipping checkpoint step 2" in out
-  result = tu.run_cli(tu.train_cmd("mae", workdir, **RUN))  # the next start, as the user sees it
+  # The next start, as the user sees it.
+  result = helpers.run_cli(helpers.train_cmd("mae", workdir, **RUN))
   assert result.returncode == 2, result.stderr[-3000:]
   assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
   assert re.fullmatch(r"mimjax-train: error: no checkpoint in \S+ restores: the damaged ones are "

@@ -13,9 +13,9 @@ import pytest
 from mimjax import checkpoint
 from mimjax import errors
 from mimjax.export import workdir as export_workdir_lib
-from tests import trainer_utils as tu
+from tests import helpers
 
-V1 = os.path.join(tu.ROOT, "tests", "fixtures", "v1", "workdir")
+V1 = os.path.join(helpers.ROOT, "tests", "fixtures", "v1", "workdir")
 
 
 def _error_lines(stderr, prog):
@@ -37,8 +37,8 @@ def _damaged_workdir(tmp_path):
 
 # --- Through the real command line (a separate process is the point). ------------------------
 def test_nonexistent_config_file_is_one_line(tmp_path):
-  result = tu.run_cli([sys.executable, "-m", "mimjax.main", "--config",
-                       "configs/nonexistent_config.py", "--workdir", str(tmp_path)])
+  result = helpers.run_cli([sys.executable, "-m", "mimjax.main", "--config",
+                            "configs/nonexistent_config.py", "--workdir", str(tmp_path)])
   assert result.returncode == 2
   lines = _error_lines(result.stderr, "mimjax-train")
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -49,8 +49,8 @@ def test_nonexistent_config_file_is_one_line(tmp_path):
 def test_verbose_adds_the_traceback_of_an_expected_error(tmp_path):
   bad = tmp_path / "bad_config.py"
   bad.write_text("def get_config(arg=None):\n  return {'lr': 1 / 0}\n")
-  result = tu.run_cli([sys.executable, "-m", "mimjax.main", f"--config={bad}",
-                       "--workdir", str(tmp_path / "w"), "--verbose"])
+  result = helpers.run_cli([sys.executable, "-m", "mimjax.main", f"--config={bad}",
+                            "--workdir", str(tmp_path / "w"), "--verbose"])
   assert result.returncode == 2
   assert "Traceback" in result.stderr and "ZeroDivisionError" in result.stderr
   lines = _error_lines(result.stderr, "mimjax-train")
@@ -59,8 +59,8 @@ def test_verbose_adds_the_traceback_of_an_expected_error(tmp_path):
 
 def test_export_of_a_damaged_checkpoint_is_one_line(tmp_path):
   workdir = _damaged_workdir(tmp_path)
-  result = tu.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
-                       "--format=hf", f"--out={tmp_path / 'out'}"])
+  result = helpers.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
+                            "--format=hf", f"--out={tmp_path / 'out'}"])
   assert result.returncode == 2
   lines = _error_lines(result.stderr, "mimjax-export")
   assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
@@ -69,8 +69,8 @@ def test_export_of_a_damaged_checkpoint_is_one_line(tmp_path):
 
 
 def test_analyze_of_a_missing_model_is_one_line(tmp_path):
-  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
-                       str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+  result = helpers.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
+                            str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   lines = _error_lines(result.stderr, "mimjax-analyze")
   assert len(lines) == 1 and f"cannot load a pre-trained model from '{tmp_path / 'nothing'}'" in (
@@ -83,7 +83,7 @@ def test_training_on_a_folder_of_undecodable_images_is_one_line(tmp_path):
   for i in range(8):  # one batch of the tiny config, in two classes (the demo's kNN wants labels)
     (folder / f"class_{i % 2}").mkdir(parents=True, exist_ok=True)
     (folder / f"class_{i % 2}" / f"garbage_{i}.jpg").write_bytes(b"not an image %d" % i)
-  result = tu.run_cli(tu.train_cmd("mae", str(tmp_path / "w"), **{
+  result = helpers.run_cli(helpers.train_cmd("mae", str(tmp_path / "w"), **{
       "input.dataset": "folder", "input.folder": str(folder)}))
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   # Nothing else on stderr either (TensorFlow's warnings about the failed batch stay off it).
@@ -112,7 +112,7 @@ def test_config_file_problems_are_one_line(config_arg, message, tmp_path, monkey
     path = tmp_path / "raises.py"
     path.write_text("def get_config():\n  raise RuntimeError('no dataset here')\n")
     config_arg = str(path)
-  monkeypatch.chdir(tu.ROOT)
+  monkeypatch.chdir(helpers.ROOT)
   with pytest.raises(SystemExit) as exit_info:
     _parse(["prog", f"--config={config_arg}"], monkeypatch)
   assert exit_info.value.code == errors.EXIT_USER_ERROR
@@ -124,7 +124,7 @@ def test_a_misspelt_key_reads_alike_in_the_trainer_the_sweep_and_the_launchers(m
                                                                              capsys):
   from mimjax.launch import common as launch_common  # pylint: disable=g-import-not-at-top
   from mimjax.sweeps import trials  # pylint: disable=g-import-not-at-top
-  monkeypatch.chdir(tu.ROOT)
+  monkeypatch.chdir(helpers.ROOT)
   args = ["--config=configs/mae.py:demo", "--config.optim.bse_lr=1"]
   with pytest.raises(SystemExit):
     _parse(["prog", *args], monkeypatch)
@@ -172,9 +172,9 @@ def test_export_from_a_path_that_does_not_exist(tmp_path):
 
 
 def test_analyze_refuses_a_negative_number_of_map_images_in_one_line(tmp_path):
-  result = tu.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
-                       str(tmp_path / "nothing"), "--out", str(tmp_path / "out"),
-                       "--num_map_images=-1"])
+  result = helpers.run_cli([sys.executable, "-m", "mimjax.evals.analysis_cli", "--model",
+                            str(tmp_path / "nothing"), "--out", str(tmp_path / "out"),
+                            "--num_map_images=-1"])
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
   lines = _error_lines(result.stderr, "mimjax-analyze")
   assert lines == ["mimjax-analyze: error: flag --num_map_images=-1: -1 is not a non-negative integer"], lines

@@ -17,7 +17,7 @@ from mimjax import errors
 from mimjax import hardware
 from mimjax import topology
 from mimjax.models import vit
-from tests import trainer_utils as tu
+from tests import helpers
 
 if not topology.has_libtpu():
   warnings.warn("libtpu is not installed (pip install 'mimjax[tpu]'): the TPU-compile tests of "
@@ -59,8 +59,8 @@ def analytic_params(config) -> int:
 
 
 def _compile_cli(*args, timeout=600):
-  return subprocess.run([sys.executable, "-m", "mimjax.compile", *args], env=tu.cli_env(),
-                        capture_output=True, text=True, timeout=timeout, cwd=tu.ROOT)
+  return subprocess.run([sys.executable, "-m", "mimjax.compile", *args], env=helpers.cli_env(),
+                        capture_output=True, text=True, timeout=timeout, cwd=helpers.ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def compared(tmp_path_factory):
   """The CLI on v5e-4 with --compare_meshes: (the process, its JSON report)."""
   report = tmp_path_factory.mktemp("compare") / "report.json"
   flags = [f"--config.{k}={v}" for k, v in SMALL.items()]
-  result = _compile_cli(f"--config={tu.ROOT}/configs/mae.py:demo", "--topology=v5litepod-4",
+  result = _compile_cli(f"--config={helpers.ROOT}/configs/mae.py:demo", "--topology=v5litepod-4",
                         "--compare_meshes", f"--report={report}", *flags)
   assert result.returncode == 0, result.stderr[-3000:]
   return result, json.loads(report.read_text())
@@ -76,7 +76,7 @@ def compared(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def reports(compared):
-  config = tu.tiny_config("mae", **SMALL)
+  config = helpers.tiny_config("mae", **SMALL)
   return {"v5e:2x2": compared[1]["meshes"]["data=4"],
           "v4:2x2x1": compile_lib.analyze(config, compile_lib.tpu_target("v4:2x2x1"), 0.4)}
 
@@ -85,7 +85,7 @@ def reports(compared):
 @pytest.mark.parametrize("name,kind", [("v5e:2x2", "TPU v5 lite"), ("v4:2x2x1", "TPU v4")])
 def test_flops_match_the_analytic_count(reports, name, kind):
   r = reports[name]
-  config = tu.tiny_config("mae", **SMALL)
+  config = helpers.tiny_config("mae", **SMALL)
   assert r["device_kind"] == kind and r["num_devices"] == 4 and r["compiled"]
   expected = analytic_train_flops(config)
   # The model FLOPs (the step's program before partitioning) are the matmuls plus a few percent
@@ -104,7 +104,7 @@ def test_flops_match_the_analytic_count(reports, name, kind):
 def test_memory_matches_the_state(reports, name, hbm):
   r = reports[name]
   mem = r["memory_bytes_per_device"]
-  n_params = analytic_params(tu.tiny_config("mae", **SMALL))
+  n_params = analytic_params(helpers.tiny_config("mae", **SMALL))
   assert r["n_params"] == n_params
   assert mem["params"] == 4 * n_params  # float32, replicated (fsdp=1)
   assert 2 * mem["params"] <= mem["optimizer_state"] <= 2 * mem["params"] + 64  # AdamW mu, nu
@@ -138,7 +138,7 @@ def _imagenet_recipe(**overrides):
   """MAE's published length: 1600 epochs of ImageNet at batch 4096."""
   overrides = {"total_steps": None, "epochs": 1600, "optim.warmup_epochs": 40,
                "input.batch_size": 4096, "input.dataset": "imagenet2012", **overrides}
-  return tu.tiny_config("mae", **overrides)
+  return helpers.tiny_config("mae", **overrides)
 
 
 def test_the_runs_steps_are_the_trainers(monkeypatch):
@@ -172,8 +172,8 @@ def test_a_dataset_size_not_known_here_is_said_not_guessed(tmp_path):
 def test_xla_out_of_memory_is_the_verdict():
   # Attention over 3137 tokens for 1024 images per chip: the block inputs (the early check)
   # fit, the attention probabilities do not; XLA's own out-of-memory error decides.
-  config = tu.tiny_config("mae", **{"model.variant": "mu/4", "input.image_size": 224,
-                                    "input.batch_size": 4096})
+  config = helpers.tiny_config("mae", **{"model.variant": "mu/4", "input.image_size": 224,
+                                         "input.batch_size": 4096})
   r = compile_lib.analyze(config, compile_lib.tpu_target("v5e:2x2"), 0.4)
   assert not r["fits"] and not r["compiled"]
   assert r["verdict"].startswith("does not fit: XLA ran out of memory")
@@ -207,8 +207,8 @@ def test_cli_compares_data_and_fsdp_meshes(compared):
 @needs_libtpu
 def test_cli_refuses_an_impossible_config_with_the_verdict(tmp_path):
   report = tmp_path / "report.json"
-  result = _compile_cli(f"--config={tu.ROOT}/configs/mae.py:variant=H/14", "--topology=v5e:2x2",
-                        f"--report={report}")
+  result = _compile_cli(f"--config={helpers.ROOT}/configs/mae.py:variant=H/14",
+                        "--topology=v5e:2x2", f"--report={report}")
   assert result.returncode == 1, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
   assert "compiling" not in result.stderr  # refused from the state's size, before compiling
@@ -221,7 +221,7 @@ def test_cli_refuses_an_impossible_config_with_the_verdict(tmp_path):
 
 
 def test_cli_user_error_is_one_line():
-  result = _compile_cli(f"--config={tu.ROOT}/configs/mae.py:demo", "--topology=v5e-16")
+  result = _compile_cli(f"--config={helpers.ROOT}/configs/mae.py:demo", "--topology=v5e-16")
   assert result.returncode == 2, result.stdout + result.stderr[-2000:]
   errors = [line for line in result.stderr.splitlines() if line.startswith("mimjax-compile: error:")]
   assert len(errors) == 1 and "is not a TPU slice" in errors[0] and "v5litepod-16" in errors[0]
@@ -237,7 +237,7 @@ def test_bad_topology_names_say_what_to_use(name, message):
 
 @needs_libtpu
 def test_config_is_validated_for_the_slice_before_compiling():
-  config = tu.tiny_config("mae", **{"input.batch_size": 6})
+  config = helpers.tiny_config("mae", **{"input.batch_size": 6})
   with pytest.raises(config_lib.ConfigError, match="config.input.batch_size: 6 is not divisible"):
     compile_lib.main_fn(config, "v5e:2x2", None, 0.4, False)
   with pytest.raises(errors.UserError, match="--mfu=40"):

@@ -11,8 +11,8 @@ import pytest
 from mimjax import config_lib
 from mimjax import optim
 from mimjax.sweeps import trials
-from tests import trainer_utils as tu
-from tests.trainer_utils import load_config as load
+from tests import helpers
+from tests.helpers import load_config as load
 
 
 @pytest.mark.parametrize("method", ["mae", "lut"])
@@ -146,25 +146,25 @@ def test_a_config_file_loads_by_its_absolute_path_from_another_directory(tmp_pat
   resolves through the installed `configs` package, not the working directory. The config loads
   and is validated (an epochs of 0 is refused in one line): nothing trains."""
   trainer = os.path.join(os.path.dirname(sys.executable), "mimjax-train")
-  env = {k: v for k, v in tu.cli_env().items() if k != "PYTHONPATH"}
+  env = {k: v for k, v in helpers.cli_env().items() if k != "PYTHONPATH"}
   for name in ("lut", "finetune"):
     result = subprocess.run(
-        [trainer, f"--config={tu.ROOT}/configs/{name}.py:demo", f"--workdir={tmp_path}/w",
+        [trainer, f"--config={helpers.ROOT}/configs/{name}.py:demo", f"--workdir={tmp_path}/w",
          "--config.epochs=0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "mimjax-train: error: config.epochs: must be positive"], result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("sweep_file", sorted(glob.glob(os.path.join(tu.ROOT, "configs", "sweeps",
-                                                                     "*.py"))),
-                         ids=os.path.basename)
+@pytest.mark.parametrize(
+    "sweep_file", sorted(glob.glob(os.path.join(helpers.ROOT, "configs", "sweeps", "*.py"))),
+    ids=os.path.basename)
 def test_sweep_files_load_and_give_valid_configs(sweep_file):
   """Each sweep file's documented command: its trials over its base config all validate."""
   with open(sweep_file) as f:
     config, sweep = re.search(r"--config (\S+) --sweep (\S+)", f.read()).groups()
-  assert os.path.samefile(os.path.join(tu.ROOT, sweep), sweep_file)
-  config = trials.absolute_config_spec(os.path.join(tu.ROOT, config))
+  assert os.path.samefile(os.path.join(helpers.ROOT, sweep), sweep_file)
+  config = trials.absolute_config_spec(os.path.join(helpers.ROOT, config))
   for trial in trials.load_sweep(sweep_file):
     c = trials.parse_config(config)
     for key, value in trial.items():

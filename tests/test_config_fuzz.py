@@ -14,7 +14,7 @@ import pytest
 
 from mimjax import config_lib
 from mimjax import errors
-from tests import trainer_utils as tu
+from tests import helpers
 
 METHODS = ("mae", "lut", "finetune")
 
@@ -119,7 +119,7 @@ def leaves(c: ml_collections.ConfigDict, prefix=""):
       yield f"{prefix}{key}", c.get_type(key)
 
 
-CONFIGS = {m: tu.load_config(m, "demo") for m in METHODS}
+CONFIGS = {m: helpers.load_config(m, "demo") for m in METHODS}
 CASES = [(m, key, kind) for m in METHODS for key, kind in leaves(CONFIGS[m])]
 
 
@@ -130,7 +130,7 @@ def _parse(method, overrides, capsys):
   """
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
-  argv = ["mimjax-train", f"--config={tu.ROOT}/configs/{method}.py:demo"]
+  argv = ["mimjax-train", f"--config={helpers.ROOT}/configs/{method}.py:demo"]
   argv += [f"--config.{k}={v}" for k, v in overrides.items()]
   saved_argv, sys.argv = sys.argv, argv
   try:

@@ -13,7 +13,7 @@ from mimjax import optim
 from mimjax import sharding
 from mimjax import step as step_lib
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 @pytest.fixture(scope="module")
@@ -77,20 +77,20 @@ MATMUL_BOUND = {"model.variant": "W192-D2-H3/8", "input.image_size": 64,
 
 @pytest.fixture(scope="module")
 def model_flops():
-  return step_lib.model_flops(tu.tiny_config("mae", **MATMUL_BOUND))
+  return step_lib.model_flops(helpers.tiny_config("mae", **MATMUL_BOUND))
 
 
 def test_model_flops_are_xlas_count_of_the_plain_step(model_flops):
   # On one device, with one micro-batch and no remat, the compiled program does the model's
   # arithmetic: XLA's count of it agrees (fusion changes a few element-wise ops).
-  assert model_flops == pytest.approx(_xla_step_flops(tu.tiny_config("mae", **MATMUL_BOUND)),
+  assert model_flops == pytest.approx(_xla_step_flops(helpers.tiny_config("mae", **MATMUL_BOUND)),
                                       rel=0.03)
 
 
 @pytest.mark.parametrize("override", [
     {"optim.accum_steps": 4}, {"model.remat": True}, {"model.attention_impl": "cudnn"}])
 def test_model_flops_do_not_depend_on_how_the_step_runs(model_flops, override):
-  config = tu.tiny_config("mae", **MATMUL_BOUND, **override)
+  config = helpers.tiny_config("mae", **MATMUL_BOUND, **override)
   assert step_lib.model_flops(config) == model_flops
 
 
@@ -98,19 +98,19 @@ def test_model_flops_do_not_depend_on_how_the_step_runs(model_flops, override):
 def test_the_callers_lowering_counts_the_same(model_flops, override):
   # The trainer passes its own lowering; on a CPU the plain step is counted as it is (saving a
   # second trace), any other is counted anew.
-  config = tu.tiny_config("mae", **MATMUL_BOUND, **override)
+  config = helpers.tiny_config("mae", **MATMUL_BOUND, **override)
   assert step_lib.model_flops(config, _lowered(config)) == model_flops
 
 
 def test_remat_is_hardware_work_not_model_work(model_flops):
   # Recomputing each block's forward pass costs XLA's program about a third more (forward
   # 2 of the 6 FLOPs per parameter and token); MFU does not count it.
-  remat = _xla_step_flops(tu.tiny_config("mae", **MATMUL_BOUND, **{"model.remat": True}))
+  remat = _xla_step_flops(helpers.tiny_config("mae", **MATMUL_BOUND, **{"model.remat": True}))
   assert 1.15 * model_flops < remat < 1.4 * model_flops
 
 
 def test_trainer_logs_tflops_per_device(tmp_path):
-  config = tu.tiny_config("mae", total_steps=2)
+  config = helpers.tiny_config("mae", total_steps=2)
   train.train(config, str(tmp_path))
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
   per_step = step_lib.model_flops(config)

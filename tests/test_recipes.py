@@ -13,7 +13,7 @@ from mimjax import step as step_lib
 from mimjax.export import timm_vit
 from mimjax.models import lut as lut_model
 from mimjax.models import masking
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 def test_batchnorm_statistics_update_once_per_view():
@@ -41,7 +41,7 @@ def test_batchnorm_statistics_update_once_per_view():
 def test_lut_step_updates_batchnorm_per_micro_batch():
   """With accum_steps=4 the step's statistics are 4 micro-batches x 2 views of updates in turn,
   each over its micro-batch only: the official run's 8 updates per step over 1024 images."""
-  c = tu.tiny_config("lut", **{"optim.accum_steps": 4})
+  c = helpers.tiny_config("lut", **{"optim.accum_steps": 4})
   model = state_lib.build_model(c)
   tx = optim.make(c, optax.constant_schedule(1e-3))
   state = jax.jit(state_lib.init_fn(c, model, tx))(jax.random.key(0))
@@ -124,7 +124,7 @@ def test_layer_decay_and_weight_decay_equal_maes_param_groups(variant, layer_dec
 @pytest.mark.parametrize("variant,blr,layer_decay,drop_path,epochs", [
     ("B/16", 5e-4, 0.65, 0.1, 100), ("L/16", 1e-3, 0.75, 0.2, 50), ("H/14", 1e-3, 0.75, 0.3, 50)])
 def test_finetune_recipe(variant, blr, layer_decay, drop_path, epochs):
-  c = tu.load_config("finetune", f"variant={variant},dataset=imagenet2012")
+  c = helpers.load_config("finetune", f"variant={variant},dataset=imagenet2012")
   assert (c.method, c.model.variant, c.epochs, c.input.batch_size) == ("finetune", variant,
                                                                        epochs, 1024)
   assert (c.optim.base_lr, c.optim.layer_decay, c.model.drop_path) == (blr, layer_decay, drop_path)
@@ -136,7 +136,7 @@ def test_finetune_recipe(variant, blr, layer_decay, drop_path, epochs):
   assert (f.label_smoothing, f.mixup, f.cutmix, f.random_erasing) == (0.1, 0.8, 1.0, 0.25)
   assert c.model.global_pool and c.input.eval_crop_fraction == 224 / 256
   assert c.model.dtype == "bfloat16"  # mixed precision, as the official runs
-  lut = tu.load_config("finetune", f"variant={variant},recipe=lut")
+  lut = helpers.load_config("finetune", f"variant={variant},recipe=lut")
   # LUT's main_finetune.py: lr = 1e-3 * sqrt(1024) / 8.
   assert optim.peak_learning_rate(lut.optim.base_lr, 1024, lut.optim.lr_rule) == pytest.approx(4e-3)
   assert lut.optim.layer_decay == 0.75 and lut.model.dtype == "bfloat16"
@@ -146,10 +146,10 @@ def test_finetune_recipe(variant, blr, layer_decay, drop_path, epochs):
 def test_recipes_compute_in_bfloat16_and_the_demos_in_float32(method):
   """bfloat16 compute, float32 parameters and optimizer state: the official runs' mixed
   precision; the CPU demos stay float32."""
-  recipe = tu.load_config(method, "variant=L/16,dataset=imagenet2012")
+  recipe = helpers.load_config(method, "variant=L/16,dataset=imagenet2012")
   assert recipe.model.dtype == "bfloat16"
-  assert tu.load_config(method).model.dtype == "bfloat16"  # no argument: the B/16 recipe
-  assert tu.load_config(method, "demo").model.dtype == "float32"
+  assert helpers.load_config(method).model.dtype == "bfloat16"  # no argument: the B/16 recipe
+  assert helpers.load_config(method, "demo").model.dtype == "float32"
   recipe.model.variant = "mu/4"  # the state's dtypes, at a size that initializes in a second
   model = state_lib.build_model(recipe)
   tx = optim.make(recipe, optax.constant_schedule(1e-3))
@@ -166,7 +166,7 @@ def test_finetune_schedule_ends_at_min_lr():
 
 
 def _tiny_finetune_config():
-  c = tu.load_config("finetune", "demo")
+  c = helpers.load_config("finetune", "demo")
   c.input.image_size, c.input.batch_size, c.model.variant = 16, 8, "mu/4"
   c.finetune.mixup = c.finetune.cutmix = c.finetune.random_erasing = 0.0
   return c
@@ -275,7 +275,7 @@ def _shifted(value):
 def test_recipes_set_every_published_value_themselves(method, arg, monkeypatch):
   """Each recipe value has one home, configs/: with every schema default moved, the recipes
   publish the same values (a recipe that leaned on a default would move with it)."""
-  expected = _published(tu.load_config(method, arg))
+  expected = _published(helpers.load_config(method, arg))
   schema = config_lib.base_config
 
   def moved_schema(name):
@@ -289,4 +289,4 @@ def test_recipes_set_every_published_value_themselves(method, arg, monkeypatch):
     return c
 
   monkeypatch.setattr(config_lib, "base_config", moved_schema)
-  assert _published(tu.load_config(method, arg)) == expected
+  assert _published(helpers.load_config(method, arg)) == expected

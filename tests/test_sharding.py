@@ -4,7 +4,7 @@ from jax.sharding import PartitionSpec as P
 
 from mimjax import sharding
 from mimjax import state as state_lib
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 def test_fsdp_spec_splits_the_largest_divisible_dimension():
@@ -17,7 +17,7 @@ def test_fsdp_spec_splits_the_largest_divisible_dimension():
 
 
 def test_b16_state_is_almost_all_sharded():
-  c = tu.load_config("lut", "variant=B/16")
+  c = helpers.load_config("lut", "variant=B/16")
   model = state_lib.build_model(c)
   init = state_lib.init_fn(c, model, state_lib.shape_only_optimizer(c))
   abstract = jax.eval_shape(init, jax.random.key(0))

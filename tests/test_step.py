@@ -12,7 +12,7 @@ import pytest
 
 from mimjax import sharding
 from mimjax import step as step_lib
-from tests import trainer_utils as tu
+from tests import helpers
 
 # Any import of these raises ImportError in the subprocess, as on a machine without them.
 _BLOCK = ("import sys\n"
@@ -22,10 +22,10 @@ _BLOCK = ("import sys\n"
 _STEP = """
 import jax, jax.numpy as jnp
 from mimjax import sharding, step
-from tests import trainer_utils as tu
+from tests import helpers
 
 for method in ('mae', 'lut'):
-  config = tu.tiny_config(method)
+  config = helpers.tiny_config(method)
   built = step.build_step(config, sharding.make_mesh(1, 1), lambda s: 1e-3, 4)
   state = jax.jit(built.init, out_shardings=built.shardings)(jax.random.key(0))
   batch = {k: jax.random.randint(jax.random.key(i), s.shape, 0, 256).astype(jnp.uint8)
@@ -40,9 +40,9 @@ sys.argv = ['train_step.py', *sys.argv[1:]]
 runpy.run_path('benchmarks/train_step.py', run_name='__main__')
 """
 
-# The benchmark on the tiny MAE of tests/trainer_utils.py.
+# The benchmark on the tiny MAE of tests/helpers.py.
 _BENCHMARK_FLAGS = [
-    f"--config={tu.ROOT}/configs/mae.py:demo", "--torch=False", "--steps=1", "--warmup=1",
+    f"--config={helpers.ROOT}/configs/mae.py:demo", "--torch=False", "--steps=1", "--warmup=1",
     "--config.input.image_size=16", "--config.input.batch_size=8", "--config.model.variant=mu/4",
     "--config.model.decoder_width=32", "--config.model.decoder_depth=1",
     "--config.model.decoder_heads=2"]
@@ -52,7 +52,7 @@ _BENCHMARK_FLAGS = [
 def without_tensorflow():
   """The output of the step (MAE, LUT) and of the benchmark, in one process without TensorFlow."""
   result = subprocess.run([sys.executable, "-c", _BLOCK + _STEP + _BENCHMARK, *_BENCHMARK_FLAGS],
-                          env=tu.cli_env(), cwd=tu.ROOT, capture_output=True, text=True,
+                          env=helpers.cli_env(), cwd=helpers.ROOT, capture_output=True, text=True,
                           timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
@@ -71,14 +71,14 @@ def test_the_benchmark_runs_without_tensorflow(without_tensorflow):
                           line).groups()
   assert float(rate) > 0
   # The FLOPs it reports are the model's, as the trainer's MFU counts them.
-  model_flops = step_lib.model_flops(tu.tiny_config("mae"))
+  model_flops = step_lib.model_flops(helpers.tiny_config("mae"))
   assert float(gflop) == pytest.approx(model_flops / 8 / 1e9, rel=1e-3)
 
 
 @pytest.mark.parametrize("method", ["mae", "lut"])
 def test_the_compiled_cpu_step_has_no_convolution(method):
   """The patch embedding is a matmul: its gradient is no dilated convolution (slow on CPUs)."""
-  config = tu.tiny_config(method)
+  config = helpers.tiny_config(method)
   built = step_lib.build_step(config, sharding.make_mesh(1, 1), lambda s: 1e-3, 4)
   lowered = built.step_fn.lower(built.abstract, step_lib.abstract_batch(config, built.batch_sharding))
   hlo = lowered.compile().as_text()

@@ -16,13 +16,13 @@ from mimjax import checkpoint
 from mimjax import metrics as metrics_lib
 from mimjax import optim
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 @pytest.mark.parametrize("method", ["mae", "lut"])
 def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
   workdir = str(tmp_path / method)
-  train.train(tu.tiny_config(method, image_every_steps=2), workdir)
+  train.train(helpers.tiny_config(method, image_every_steps=2), workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   keys = {"step", "loss", "lr", "grad_norm", "images_per_sec", "input_wait_fraction"}
@@ -43,12 +43,12 @@ def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
 
 
 def test_bfloat16_compute_with_remat_trains_lut(tmp_path):
-  train.train(tu.tiny_config("lut", total_steps=2), str(tmp_path / "f32"))
-  bf16 = train.train(tu.tiny_config("lut", total_steps=2, **{"model.dtype": "bfloat16",
+  train.train(helpers.tiny_config("lut", total_steps=2), str(tmp_path / "f32"))
+  bf16 = train.train(helpers.tiny_config("lut", total_steps=2, **{"model.dtype": "bfloat16",
                                                             "model.remat": True}),
                      str(tmp_path / "bf16"))
   assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(bf16["params"]))
-  losses32, losses16 = tu.losses(str(tmp_path / "f32")), tu.losses(str(tmp_path / "bf16"))
+  losses32, losses16 = helpers.losses(str(tmp_path / "f32")), helpers.losses(str(tmp_path / "bf16"))
   for step in (1, 2):
     assert losses16[step] == pytest.approx(losses32[step], rel=0.05)
   assert losses16 != losses32  # the compute dtype did change
@@ -74,7 +74,7 @@ def test_input_wait_is_near_zero_with_fast_input_and_near_one_with_slow(tmp_path
   real = train.data.make_train_iterator
   monkeypatch.setattr(train.data, "make_train_iterator",
                       lambda *args, **kwargs: _PacedBatches(real(*args, **kwargs), 9, range(7, 10)))
-  train.train(tu.tiny_config("mae", total_steps=9, log_every_steps=3, ckpt_every_steps=9),
+  train.train(helpers.tiny_config("mae", total_steps=9, log_every_steps=3, ckpt_every_steps=9),
               str(tmp_path))
   rows = {r["step"]: r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))}
   assert sorted(rows) == [3, 6, 9]
@@ -91,23 +91,23 @@ def test_input_wait_is_near_zero_with_fast_input_and_near_one_with_slow(tmp_path
 
 def test_profile_writes_a_trace_of_the_chosen_steps(tmp_path, capsys):
   workdir = str(tmp_path)
-  train.train(tu.tiny_config("mae", **{"profile.start_step": 2, "profile.num_steps": 2}),
+  train.train(helpers.tiny_config("mae", **{"profile.start_step": 2, "profile.num_steps": 2}),
               workdir)
   traces = list((tmp_path / "profile" / "plugins" / "profile").glob("*/*.xplane.pb"))
   assert len(traces) == 1, list(tmp_path.rglob("*"))
-  assert tu.traced_steps(traces[0]) == {2, 3}
+  assert helpers.traced_steps(traces[0]) == {2, 3}
   assert f"Profile of steps 2-3: {workdir}/profile" in capsys.readouterr().out
 
 
 def test_resume_in_a_workdir_continues_exactly(tmp_path):
   full, split = str(tmp_path / "full"), str(tmp_path / "split")
-  train.train(tu.tiny_config("lut", total_steps=4), full)
-  train.train(tu.tiny_config("lut", total_steps=4, ckpt_every_steps=2), split)
+  train.train(helpers.tiny_config("lut", total_steps=4), full)
+  train.train(helpers.tiny_config("lut", total_steps=4, ckpt_every_steps=2), split)
   # Throw away the last checkpoint and the metrics past step 2, as a kill would have.
   import shutil
   shutil.rmtree(os.path.join(checkpoint.checkpoint_dir(split), "4"))
-  resumed = train.train(tu.tiny_config("lut", total_steps=4), split)
-  assert tu.losses(full) == tu.losses(split)
+  resumed = train.train(helpers.tiny_config("lut", total_steps=4), split)
+  assert helpers.losses(full) == helpers.losses(split)
   reference = checkpoint.Checkpointer(full, read_only=True)
   assert int(resumed["step"]) == 4 and reference.latest_step() == 4
 
@@ -124,7 +124,7 @@ def _rewrite_rows(workdir, rows):
 def test_evaluators_run_at_step_0_once_and_a_resumed_run_keeps_it_as_the_reference(tmp_path,
                                                                                      capsys):
   workdir = str(tmp_path)
-  knn_at_the_end = lambda: tu.tiny_config("mae", **{"evals.knn.every_steps": 0})
+  knn_at_the_end = lambda: helpers.tiny_config("mae", **{"evals.knn.every_steps": 0})
   train.train(knn_at_the_end(), workdir)
   evals_rows = lambda: {r["step"]: r for r in _rows(workdir) if "knn/top1" in r}
   first = evals_rows()
@@ -172,11 +172,11 @@ def test_a_run_from_step_0_keeps_no_row_of_an_attempt_without_checkpoints(tmp_pa
 
 
 def test_mae_demo_loss_falls(tmp_path):
-  c = tu.load_config("mae", "demo")
+  c = helpers.load_config("mae", "demo")
   c.update_from_flattened_dict({"total_steps": 40, "log_every_steps": 1, "ckpt_every_steps": 40,
                                 "image_every_steps": 0})
   train.train(c, str(tmp_path))
-  losses = tu.losses(str(tmp_path))
+  losses = helpers.losses(str(tmp_path))
   first, last = np.mean([losses[s] for s in range(1, 6)]), np.mean([losses[s] for s in range(36, 41)])
   assert last < 0.85 * first, (first, last)
 
@@ -186,10 +186,10 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   for devices, fsdp in ((1, 1), (8, 2)):
     workdir = str(tmp_path / f"d{devices}")
     # fsdp_min_size=1: even this tiny model's parameters and optimizer state get split.
-    result = tu.run_cli(tu.train_cmd("lut", workdir, **{"mesh.fsdp": fsdp, "mesh.fsdp_min_size": 1}),
-                        devices=devices)
+    overrides = {"mesh.fsdp": fsdp, "mesh.fsdp_min_size": 1}
+    result = helpers.run_cli(helpers.train_cmd("lut", workdir, **overrides), devices=devices)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs[devices] = tu.losses(workdir)
+    runs[devices] = helpers.losses(workdir)
   assert runs[1].keys() == runs[8].keys() == {1, 2, 3, 4}
   for step in runs[1]:
     assert runs[8][step] == pytest.approx(runs[1][step], rel=1e-4)
@@ -200,7 +200,7 @@ def test_gradient_accumulation_gives_the_same_step(tmp_path):
   rows = {}
   for accum in (1, 2):
     workdir = str(tmp_path / str(accum))
-    train.train(tu.tiny_config("mae", total_steps=2, **{"optim.accum_steps": accum}), workdir)
+    train.train(helpers.tiny_config("mae", total_steps=2, **{"optim.accum_steps": accum}), workdir)
     rows[accum] = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   for one, two in zip(rows[1], rows[2]):
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
@@ -223,16 +223,17 @@ KILL_RUN = {"total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1}
 @pytest.fixture(scope="module")
 def uninterrupted_losses(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-  train.train(tu.tiny_config("mae", **KILL_RUN), workdir)
-  return tu.losses(workdir)
+  train.train(helpers.tiny_config("mae", **KILL_RUN), workdir)
+  return helpers.losses(workdir)
 
 
 def test_sigterm_saves_and_the_run_resumes_exactly(tmp_path, uninterrupted_losses):
   """SIGTERM (a preemption notice) saves and exits 0; SIGKILL is the kill script's below."""
   overrides = KILL_RUN
   workdir = str(tmp_path / "killed")
-  proc = subprocess.Popen(tu.train_cmd("mae", workdir, **overrides), env=tu.cli_env(),
-                          cwd=tu.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(helpers.train_cmd("mae", workdir, **overrides), env=helpers.cli_env(),
+                          cwd=helpers.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
   _wait_for_checkpoint(workdir, proc, 5)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
@@ -240,10 +241,10 @@ def test_sigterm_saves_and_the_run_resumes_exactly(tmp_path, uninterrupted_losse
   assert steps and max(steps) < 150, "the run finished before it was stopped"
   assert proc.returncode == 0, err[-3000:]
   assert f"SIGTERM: saving step {max(steps)}" in out
-  result = tu.run_cli(tu.train_cmd("mae", workdir, **overrides))
+  result = helpers.run_cli(helpers.train_cmd("mae", workdir, **overrides))
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Resuming from" in result.stdout
-  assert tu.losses(workdir) == uninterrupted_losses
+  assert helpers.losses(workdir) == uninterrupted_losses
 
 
 def test_kill_resume_script_at_seeded_moments(tmp_path, uninterrupted_losses):
@@ -252,10 +253,10 @@ def test_kill_resume_script_at_seeded_moments(tmp_path, uninterrupted_losses):
   reference.parent.mkdir()
   reference.write_text("".join(json.dumps({"step": s, "loss": l}) + "\n"
                                for s, l in sorted(uninterrupted_losses.items())))
-  script = os.path.join(tu.ROOT, "benchmarks", "kill_resume.py")
+  script = os.path.join(helpers.ROOT, "benchmarks", "kill_resume.py")
   result = subprocess.run([sys.executable, script, "--n=2", "--seed=4", "--tiny",
                            f"--reference={reference}", f"--workdir={tmp_path / 'killed'}"],
-                          env=tu.cli_env(), cwd=tu.ROOT, capture_output=True, text=True,
+                          env=helpers.cli_env(), cwd=helpers.ROOT, capture_output=True, text=True,
                           timeout=900)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   assert "2/2 resumed bit-exact" in result.stdout
@@ -264,9 +265,9 @@ def test_kill_resume_script_at_seeded_moments(tmp_path, uninterrupted_losses):
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  train.train(tu.tiny_config("mae", total_steps=2), workdir)
+  train.train(helpers.tiny_config("mae", total_steps=2), workdir)
   before = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
-  bad = tu.tiny_config("mae", total_steps=8, **{"optim.base_lr": 1e30})
+  bad = helpers.tiny_config("mae", total_steps=8, **{"optim.base_lr": 1e30})
   with pytest.raises(train.NonFiniteLossError, match="not finite at step"):
     train.train(bad, workdir)
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == before
@@ -279,7 +280,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
 
 def test_a_setup_failure_after_the_restore_closes_what_it_opened(tmp_path, monkeypatch):
   workdir = str(tmp_path)
-  train.train(tu.tiny_config("mae", total_steps=2), workdir)
+  train.train(helpers.tiny_config("mae", total_steps=2), workdir)
   closed = []
   real_close = checkpoint.Checkpointer.close
   monkeypatch.setattr(checkpoint.Checkpointer, "close",
@@ -290,10 +291,10 @@ def test_a_setup_failure_after_the_restore_closes_what_it_opened(tmp_path, monke
 
   monkeypatch.setattr(train.evals, "Evaluators", broken_evaluators)
   with pytest.raises(RuntimeError, match="evaluator dataset unreadable"):
-    train.train(tu.tiny_config("mae", total_steps=4), workdir)
+    train.train(helpers.tiny_config("mae", total_steps=4), workdir)
   assert closed == [checkpoint.checkpoint_dir(workdir)]  # the resumed run's manager, once
   monkeypatch.undo()
-  train.train(tu.tiny_config("mae", total_steps=4), workdir)  # nothing left held: it resumes
+  train.train(helpers.tiny_config("mae", total_steps=4), workdir)  # nothing left held: it resumes
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
 
 
@@ -306,8 +307,8 @@ def test_a_setup_failure_after_the_restore_closes_what_it_opened(tmp_path, monke
     ("--config.input.dataset=no_such_dataset", "config.input", 1),
 ])
 def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_path):
-  cmd = tu.train_cmd("mae", str(tmp_path)) + [flag]
-  result = tu.run_cli(cmd, devices=devices)
+  cmd = helpers.train_cmd("mae", str(tmp_path)) + [flag]
+  result = helpers.run_cli(cmd, devices=devices)
   assert result.returncode == 2
   assert message in result.stderr and "Traceback" not in result.stderr
   assert not os.path.exists(checkpoint.checkpoint_dir(str(tmp_path)))
@@ -315,8 +316,8 @@ def test_cli_rejects_bad_config_with_one_message(flag, message, devices, tmp_pat
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   workdir = str(tmp_path)
-  procs = tu.start_two_processes(
-      tu.cli_flags("mae", workdir, total_steps=400, ckpt_every_steps=5, log_every_steps=1))
+  procs = helpers.start_two_processes(
+      helpers.cli_flags("mae", workdir, total_steps=400, ckpt_every_steps=5, log_every_steps=1))
   _wait_for_checkpoint(workdir, procs[0], 5)
   procs[1].send_signal(signal.SIGTERM)
   outs = [proc.communicate(timeout=300) for proc in procs]

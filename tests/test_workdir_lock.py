@@ -12,7 +12,7 @@ import pytest
 from mimjax import checkpoint
 from mimjax import workdir_layout
 from mimjax import workdir_lock
-from tests import trainer_utils as tu
+from tests import helpers
 
 HOLD = ("import sys, time\n"
         "from mimjax import workdir_lock\n"
@@ -24,7 +24,7 @@ HOLD = ("import sys, time\n"
 def test_second_trainer_on_a_live_workdir_refuses_with_its_host_and_pid(tmp_path):
   workdir = str(tmp_path)
   with workdir_lock.WorkdirLock(workdir) as held:
-    result = tu.run_cli(tu.train_cmd("mae", workdir))
+    result = helpers.run_cli(helpers.train_cmd("mae", workdir))
     assert os.path.exists(held.path)
   assert result.returncode == 2, result.stderr[-2000:]
   errors = [l for l in result.stderr.splitlines() if l.startswith("mimjax-train: error:")]
@@ -36,7 +36,7 @@ def test_second_trainer_on_a_live_workdir_refuses_with_its_host_and_pid(tmp_path
 
 def test_lock_of_a_killed_run_does_not_block_a_restart(tmp_path):
   workdir = str(tmp_path)
-  proc = subprocess.Popen([sys.executable, "-c", HOLD, workdir], env=tu.cli_env(),
+  proc = subprocess.Popen([sys.executable, "-c", HOLD, workdir], env=helpers.cli_env(),
                           stdout=subprocess.PIPE, text=True)
   try:
     assert proc.stdout.readline().strip() == "locked"
@@ -89,7 +89,7 @@ def test_a_requeued_job_takes_over_the_fresh_lock_of_its_earlier_attempt(tmp_pat
 def test_a_live_run_of_the_same_job_on_this_host_keeps_its_lock(tmp_path, monkeypatch):
   """Two job steps of one SLURM allocation share the job id: a live one is not taken over."""
   monkeypatch.setenv("SLURM_JOB_ID", "81234")
-  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], env=tu.cli_env(),
+  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], env=helpers.cli_env(),
                           stdout=subprocess.PIPE, text=True)
   try:
     assert proc.stdout.readline().strip() == "locked"

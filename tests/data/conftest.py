@@ -7,7 +7,7 @@ import pytest
 
 from mimjax.data import offline
 
-from tests.data.datatest_helpers import NUM_CLASSES, TFDS_TRAIN, smooth_image, write_folder
+from tests.helpers import NUM_CLASSES, TFDS_TRAIN, smooth_image, write_folder
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from PIL import Image
 
 from mimjax.data import augment as A
 
-from tests.data.datatest_helpers import smooth_image
+from tests.helpers import smooth_image
 
 
 def seed(i):

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding
 from mimjax import data
 from mimjax import methods
 
-from tests.data.datatest_helpers import make_cfg
+from tests.helpers import data_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,7 +28,7 @@ def test_normalize_matches_imagenet_formula():
 
 
 def test_train_iterator_gives_sharded_uint8_arrays(image_folder):
-  cfg = make_cfg(dataset='folder', folder=image_folder)
+  cfg = data_config(dataset='folder', folder=image_folder)
   mesh = Mesh(np.array(jax.devices()).reshape(-1, 1), ('data', 'fsdp'))
   it = data.make_train_iterator(cfg, methods.get('lut'), seed=5, start_step=1, mesh=mesh)
   batch = next(it)
@@ -54,8 +54,8 @@ _MULTI_DEVICE = textwrap.dedent('''
     import jax, numpy as np
     from jax.sharding import Mesh
     from mimjax import data, methods
-    from tests.data.datatest_helpers import make_cfg
-    cfg = make_cfg(dataset='folder', folder={folder!r})
+    from tests.helpers import data_config
+    cfg = data_config(dataset='folder', folder={folder!r})
     mesh = Mesh(np.array(jax.devices()).reshape(2, 2), ('data', 'fsdp'))
     it = data.make_train_iterator(cfg, methods.get('mae'), seed=0, start_step=2, mesh=mesh)
     host = data.make_host_iterator(cfg, methods.get('mae'), 0, 2, process_index=0,
@@ -65,7 +65,7 @@ _MULTI_DEVICE = textwrap.dedent('''
       np.testing.assert_array_equal(np.asarray(batch), expected)
       assert sorted(s.data.shape[0] for s in batch.addressable_shards) == [2, 2, 2, 2]
     try:
-      data.validate_config(make_cfg(dataset='folder', folder={folder!r}, batch_size=6),
+      data.validate_config(data_config(dataset='folder', folder={folder!r}, batch_size=6),
                            True, num_processes=1, num_devices=4)
       raise SystemExit('no error for batch 6 on 4 devices')
     except data.DataConfigError:

@@ -8,7 +8,7 @@ import pytest
 from mimjax import data
 from mimjax import methods
 
-from tests.data.datatest_helpers import make_cfg, take, write_folder
+from tests.helpers import data_config, take, write_folder
 
 
 def host(cfg, method='mae', start=0, count=1, **kw):
@@ -20,7 +20,7 @@ def host(cfg, method='mae', start=0, count=1, **kw):
 def test_empty_folder(tmp_path):
   (tmp_path / 'sub').mkdir()
   (tmp_path / 'notes.txt').write_text('not an image')
-  cfg = make_cfg(dataset='folder', folder=str(tmp_path))
+  cfg = data_config(dataset='folder', folder=str(tmp_path))
   with pytest.raises(data.DataConfigError, match='holds no images'):
     data.validate_config(cfg, True, 1, 1)
   with pytest.raises(data.DataConfigError, match='holds no images'):
@@ -29,20 +29,20 @@ def test_empty_folder(tmp_path):
 
 def test_missing_folder_and_missing_key(tmp_path):
   with pytest.raises(data.DataConfigError, match='does not exist'):
-    data.validate_config(make_cfg(dataset='folder', folder=str(tmp_path / 'nope')), True)
+    data.validate_config(data_config(dataset='folder', folder=str(tmp_path / 'nope')), True)
   with pytest.raises(data.DataConfigError, match='config.folder'):
-    data.validate_config(make_cfg(dataset='folder', folder=''), True)
+    data.validate_config(data_config(dataset='folder', folder=''), True)
 
 
 def test_missing_split(image_folder, tfds_data_dir):
-  cfg = make_cfg(dataset='folder', folder=image_folder, split='validation')
+  cfg = data_config(dataset='folder', folder=image_folder, split='validation')
   with pytest.raises(data.DataConfigError, match="Split 'validation' not found"):
     data.validate_config(cfg, True)
-  cfg = make_cfg(dataset='mimjax_test_photos', data_dir=tfds_data_dir, split='validation')
+  cfg = data_config(dataset='mimjax_test_photos', data_dir=tfds_data_dir, split='validation')
   with pytest.raises(data.DataConfigError, match="Split 'validation' not found.*'train'"):
     data.validate_config(cfg, True)
   with pytest.raises(data.DataConfigError, match='not a split name'):
-    data.validate_config(make_cfg(split='train[::2]'), True)
+    data.validate_config(data_config(split='train[::2]'), True)
 
 
 def test_imagenet_layout_val_folder_is_the_validation_split(tmp_path):
@@ -50,21 +50,21 @@ def test_imagenet_layout_val_folder_is_the_validation_split(tmp_path):
   write_folder(str(root / 'train'), np.random.default_rng(0), num_classes=2, per_class=4)
   write_folder(str(root / 'val'), np.random.default_rng(1), num_classes=2, per_class=2)
   for split in ('validation', 'val'):  # the evaluators' default name finds val/
-    source = data.sources.get_source(make_cfg(dataset='folder', folder=str(root)), split)
+    source = data.sources.get_source(data_config(dataset='folder', folder=str(root)), split)
     assert source.num_examples == 4
     assert all(os.sep + 'val' + os.sep in p for p in source.paths)
-  assert data.sources.get_source(make_cfg(dataset='folder', folder=str(root)),
+  assert data.sources.get_source(data_config(dataset='folder', folder=str(root)),
                                  'train').num_examples == 8
   with pytest.raises(data.DataConfigError,
                      match=r"Split 'test' not found.*subfolders: \['train', 'val'\]"):
-    data.sources.get_source(make_cfg(dataset='folder', folder=str(root)), 'test')
+    data.sources.get_source(data_config(dataset='folder', folder=str(root)), 'test')
 
 
 def test_unprepared_tfds_dataset_is_never_downloaded(tmp_path, no_network):
   empty = tmp_path / 'tfds'
   empty.mkdir()
   for name in ('imagenette', 'imagenet2012'):
-    cfg = make_cfg(dataset=name, data_dir=str(empty))
+    cfg = data_config(dataset=name, data_dir=str(empty))
     with pytest.raises(data.DataConfigError, match=f'not prepared.*tfds build {name}'):
       data.validate_config(cfg, True, 1, 1)
     with pytest.raises(data.DataConfigError, match='not prepared'):
@@ -73,13 +73,13 @@ def test_unprepared_tfds_dataset_is_never_downloaded(tmp_path, no_network):
 
 
 def test_unknown_dataset(tmp_path, no_network):
-  cfg = make_cfg(dataset='no_such_dataset_xyz', data_dir=str(tmp_path))
+  cfg = data_config(dataset='no_such_dataset_xyz', data_dir=str(tmp_path))
   with pytest.raises(data.DataConfigError, match='neither a tfds dataset'):
     data.validate_config(cfg, True)
 
 
 def test_batch_not_divisible(image_folder):
-  cfg = make_cfg(dataset='folder', folder=image_folder, batch_size=10)
+  cfg = data_config(dataset='folder', folder=image_folder, batch_size=10)
   with pytest.raises(data.DataConfigError, match='divisible by the process count 4'):
     data.validate_config(cfg, True, num_processes=4, num_devices=1)
   with pytest.raises(data.DataConfigError, match='divisible by the device count 4'):
@@ -100,7 +100,7 @@ def test_other_bad_values(image_folder):
   ]
   for overrides, message in cases:
     with pytest.raises(data.DataConfigError, match=message):
-      data.validate_config(make_cfg(**base, **overrides), True)
+      data.validate_config(data_config(**base, **overrides), True)
   assert issubclass(data.DataConfigError, ValueError)
 
 
@@ -119,13 +119,13 @@ def corrupt_folder(image_folder, tmp_path_factory):
 
 
 def test_corrupt_fail_names_the_file(corrupt_folder):
-  cfg = make_cfg(dataset='folder', folder=corrupt_folder, batch_size=13, on_corrupt='fail')
+  cfg = data_config(dataset='folder', folder=corrupt_folder, batch_size=13, on_corrupt='fail')
   with pytest.raises(data.CorruptImageError, match=r'(truncated\.jpg|text\.png)'):
     take(host(cfg), 2)
 
 
 def test_corrupt_skip_counts_and_stays_resumable(corrupt_folder):
-  cfg = make_cfg(dataset='folder', folder=corrupt_folder, batch_size=13, on_corrupt='skip')
+  cfg = data_config(dataset='folder', folder=corrupt_folder, batch_size=13, on_corrupt='skip')
   it = host(cfg, with_ids=True)
   run = take(it, 4)  # two epochs
   # Each epoch meets both bad files at their own positions (more if one substitutes the other).
@@ -143,8 +143,8 @@ def test_corrupt_skip_counts_and_stays_resumable(corrupt_folder):
 
 
 def test_corrupt_tfds_record(tfds_data_dir):
-  cfg = make_cfg(dataset='mimjax_test_photos', data_dir=tfds_data_dir, split='corrupt',
-                 batch_size=4, shuffle_buffer=4)
+  cfg = data_config(dataset='mimjax_test_photos', data_dir=tfds_data_dir, split='corrupt',
+                    batch_size=4, shuffle_buffer=4)
   with pytest.raises(data.CorruptImageError, match='mimjax_test_photos-corrupt.tfrecord'):
     take(host(cfg), 3)  # one epoch: 12 records
   cfg.on_corrupt = 'skip'

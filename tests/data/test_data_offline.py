@@ -7,7 +7,7 @@ from PIL import Image
 from mimjax import data
 from mimjax.data import offline
 
-from tests.data.datatest_helpers import make_cfg
+from tests.helpers import data_config
 
 
 def test_offline_photos_build_without_network(offline_photos_cache, no_network):
@@ -26,7 +26,7 @@ def test_offline_photos_build_without_network(offline_photos_cache, no_network):
   # Cached: a second build is a no-op that returns the same folder.
   mtime = os.path.getmtime(root)
   assert offline.build(offline_photos_cache) == root and os.path.getmtime(root) == mtime
-  cfg = make_cfg(cache_dir=offline_photos_cache)
+  cfg = data_config(cache_dir=offline_photos_cache)
   assert data.num_examples(cfg) == 160
   source = data.validate_config(cfg, True, 1, 1)
   assert len(source.classes) == 20 and set(source.labels) == set(range(20))

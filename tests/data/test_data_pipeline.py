@@ -7,19 +7,19 @@ import pytest
 from mimjax import data
 from mimjax import methods
 
-from tests.data.datatest_helpers import NUM_CLASSES, PER_CLASS, TFDS_TRAIN, make_cfg, take
+from tests.helpers import NUM_CLASSES, PER_CLASS, TFDS_TRAIN, data_config, take
 
 N_FOLDER = NUM_CLASSES * PER_CLASS  # 24 images, batch 8: 3 steps per epoch
 
 
 @pytest.fixture(scope='module')
 def folder_cfg(image_folder):
-  return make_cfg(dataset='folder', folder=image_folder)
+  return data_config(dataset='folder', folder=image_folder)
 
 
 @pytest.fixture(scope='module')
 def tfds_cfg(tfds_data_dir):
-  return make_cfg(dataset='mimjax_test_photos', data_dir=tfds_data_dir, shuffle_buffer=16)
+  return data_config(dataset='mimjax_test_photos', data_dir=tfds_data_dir, shuffle_buffer=16)
 
 
 def host(cfg, method='mae', seed=0, start=0, index=0, count=1, **kw):
@@ -80,7 +80,7 @@ def test_resume_does_not_decode_skipped_images(folder_cfg, tmp_path):
       corrupt = src.encode() in set(first['name'])
       with open(src, 'rb') as fin, open(dst, 'wb') as fout:
         fout.write(b'\xff\xd8\xff garbage' if corrupt else fin.read())
-  cfg = make_cfg(dataset='folder', folder=root, on_corrupt='fail')
+  cfg = data_config(dataset='folder', folder=root, on_corrupt='fail')
   resumed = take(host(cfg, start=1), 2)
   reference = take(host(folder_cfg), 3)[1:]
   for a, b in zip(reference, resumed):
@@ -107,7 +107,7 @@ def test_folder_shards_are_disjoint_cover_and_process_independent(folder_cfg, co
 
 
 def test_drop_remainder_varies_per_epoch(image_folder):
-  cfg = make_cfg(dataset='folder', folder=image_folder, batch_size=10)  # 2 steps, 4 left out
+  cfg = data_config(dataset='folder', folder=image_folder, batch_size=10)  # 2 steps, 4 left out
   batches = take(host(cfg), 6)
   per_epoch = [set(np.concatenate([b['name'] for b in batches[e:e + 2]])) for e in (0, 2, 4)]
   assert all(len(s) == 20 for s in per_epoch)
@@ -139,7 +139,7 @@ def test_tfds_shards_are_disjoint_and_cover(tfds_cfg, count):
 
 
 def test_offline_photos_pipeline(offline_photos_cache):
-  cfg = make_cfg(cache_dir=offline_photos_cache, batch_size=16)
+  cfg = data_config(cache_dir=offline_photos_cache, batch_size=16)
   assert data.num_examples(cfg) == 160
   b = next(host(cfg, 'lut'))
   assert b['view1'].shape == (16, 32, 32, 3)
@@ -148,7 +148,7 @@ def test_offline_photos_pipeline(offline_photos_cache):
 
 @pytest.mark.parametrize('count', [1, 2])
 def test_folder_eval_pass(image_folder, count):
-  cfg = make_cfg(dataset='folder', folder=image_folder, batch_size=10)
+  cfg = data_config(dataset='folder', folder=image_folder, batch_size=10)
   shards = []
   for i in range(count):
     it = data.make_host_eval_iterator(cfg, process_index=i, process_count=count, with_ids=True)
@@ -182,7 +182,7 @@ def test_tfds_eval_pass(tfds_cfg):
 
 
 def test_folder_split_slices(image_folder):
-  cfg = make_cfg(dataset='folder', folder=image_folder)
+  cfg = data_config(dataset='folder', folder=image_folder)
   train = data.validate_config(cfg, split='train[:75%]')
   held = data.validate_config(cfg, split='train[75%:]')
   assert train.num_examples == 18 and held.num_examples == 6

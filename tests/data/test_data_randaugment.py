@@ -76,8 +76,8 @@ def test_policy_is_deterministic_and_changes_images(photo):
 
 def test_classify_pipeline_gives_labelled_augmented_batches(image_folder):
   from mimjax import data, methods  # pylint: disable=g-import-not-at-top
-  from tests.data.datatest_helpers import make_cfg  # pylint: disable=g-import-not-at-top
-  cfg = make_cfg(dataset='folder', folder=image_folder, randaugment=RA.RECIPE)
+  from tests.helpers import data_config  # pylint: disable=g-import-not-at-top
+  cfg = data_config(dataset='folder', folder=image_folder, randaugment=RA.RECIPE)
   it = data.make_host_iterator(cfg, methods.get('finetune'), seed=0, process_count=1,
                                with_ids=True)
   batch = next(it)
@@ -86,5 +86,5 @@ def test_classify_pipeline_gives_labelled_augmented_batches(image_folder):
   names = [n.decode() for n in batch['name']]
   assert [int(n.split('class_')[1][0]) for n in names] == list(batch['label'])
   with pytest.raises(data.DataConfigError, match='randaugment'):
-    data.validate_config(make_cfg(dataset='folder', folder=image_folder, randaugment='rand-m9'),
+    data.validate_config(data_config(dataset='folder', folder=image_folder, randaugment='rand-m9'),
                          True)

@@ -37,13 +37,13 @@ def test_antialiased_resize_matches_pil_bicubic(photos):
 
 def test_pipelines_resize_antialiased_unless_fast_resize():
   from mimjax import methods  # pylint: disable=g-import-not-at-top
-  from tests.data.datatest_helpers import make_cfg  # pylint: disable=g-import-not-at-top
+  from tests.helpers import data_config  # pylint: disable=g-import-not-at-top
   image = np.random.default_rng(0).integers(0, 256, (128, 128, 3), np.uint8)
   data = tf.io.encode_png(image)
   seed = tf.constant([1, 2], tf.int64)
   lut = methods.get('lut')
-  exact = lut.augment(make_cfg(image_size=32))(data, seed)['view1'].numpy()
-  fast = lut.augment(make_cfg(image_size=32, fast_resize=True))(data, seed)
+  exact = lut.augment(data_config(image_size=32))(data, seed)['view1'].numpy()
+  fast = lut.augment(data_config(image_size=32, fast_resize=True))(data, seed)
   # Resize(32) of noise: antialiasing averages it, the plain kernel keeps its spread.
   assert exact.std() < 0.7 * fast['view1'].numpy().std()
 

@@ -17,7 +17,7 @@ from mimjax.evals import linear_probe
 from mimjax.export import rules
 from mimjax.export import common
 from mimjax.models import masking
-from tests import trainer_utils as tu
+from tests import helpers
 
 
 def _blobs(n_train, n_val, dim, classes, spread, seed):
@@ -86,7 +86,7 @@ def test_probe_head_is_batchnorm_without_affine_and_lars_skips_biases():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-  config = tu.tiny_config("mae")
+  config = helpers.tiny_config("mae")
   model = state_lib.build_model(config)
   params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((2, 16, 16, 3)),
                       masking.sample_noise(jax.random.key(0), 2, 16))["params"]
@@ -129,7 +129,7 @@ def test_reconstruction_evaluator_masks_are_fixed(tiny_model):
     ("batch_size", 3, "config.evals.knn.batch_size: 3 is not divisible"),
 ])
 def test_bad_evaluator_config_is_one_message_naming_the_key(key, value, message):
-  c = tu.tiny_config("mae")
+  c = helpers.tiny_config("mae")
   c.evals.knn[key] = value
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(")):
     config_lib.validate(c, 1, 2)
@@ -139,7 +139,7 @@ def test_unlabelled_data_is_refused_for_knn(tmp_path):
   from PIL import Image
   for i in range(4):
     Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
-  c = tu.tiny_config("mae")
+  c = helpers.tiny_config("mae")
   c.evals.knn.update(dataset="folder", folder=str(tmp_path), train_split="train",
                      val_split="train")
   with pytest.raises(config_lib.ConfigError, match="config.evals.knn.train_split: .* no labels"):

@@ -21,7 +21,7 @@ from mimjax import sharding
 from mimjax import state as state_lib
 from mimjax import step as step_lib
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 
 PRETRAIN, HELD_OUT = "train[:80%]", "train[80%:]"
 RANDOM_SEEDS = (0, 1)  # 0: the init this training started from
@@ -30,7 +30,7 @@ KNN_MARGIN, PROBE_MARGIN = 0.03, 0.05  # top-1 over the best random init
 
 def pretraining_config(steps: int):
   """configs/mae.py's demo shrunk for the 32 px digits."""
-  c = tu.load_config("mae", "demo")
+  c = helpers.load_config("mae", "demo")
   c.input.dataset = "digits"
   c.input.split = PRETRAIN  # the scored digits stay unseen
   c.input.image_size = 32

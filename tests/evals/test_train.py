@@ -22,7 +22,7 @@ from mimjax.evals import evaluate as evaluate_lib
 from mimjax.models import masking
 from mimjax.sweeps import manifest
 from mimjax.sweeps import report
-from tests import trainer_utils as tu
+from tests import helpers
 
 SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
 
@@ -56,8 +56,8 @@ def _eval_rows(workdir):
 def trained(tmp_path_factory):
   """A tiny MAE trained 40 steps with kNN and reconstruction evaluators every 20 steps."""
   workdir = str(tmp_path_factory.mktemp("evals") / "mae")
-  config = _with_evals(tu.tiny_config("mae", total_steps=40, ckpt_every_steps=40,
-                                      log_every_steps=20), every_steps=20)
+  config = _with_evals(helpers.tiny_config("mae", total_steps=40, ckpt_every_steps=40,
+                                           log_every_steps=20), every_steps=20)
   state = train.train(config, workdir)
   return config, workdir, state
 
@@ -99,7 +99,7 @@ class _StepScore:
 
 
 def test_at_start_is_per_evaluator_and_gains_are_against_step_0(monkeypatch):
-  config = tu.tiny_config("mae")
+  config = helpers.tiny_config("mae")
   with config.unlocked():
     config.evals.a = evals.make_config("knn", every_steps=2)
     config.evals.b = evals.make_config("knn", every_steps=2, at_start=False)
@@ -154,8 +154,8 @@ def test_linear_probe_on_a_workdir(trained):
 
 
 def _cli(args, timeout=300):
-  return subprocess.run([sys.executable, *args], env=tu.cli_env(), capture_output=True,
-                        text=True, timeout=timeout, cwd=tu.ROOT)
+  return subprocess.run([sys.executable, *args], env=helpers.cli_env(), capture_output=True,
+                        text=True, timeout=timeout, cwd=helpers.ROOT)
 
 
 def test_eval_cli_writes_the_knn_accuracy_the_trainer_logged(trained, tmp_path):
@@ -178,7 +178,7 @@ def test_eval_cli_writes_the_knn_accuracy_the_trainer_logged(trained, tmp_path):
 def test_analyze_cli_compares_models_and_shows_registers(trained, tmp_path):
   _, workdir, _ = trained
   registers = str(tmp_path / "registers")
-  train.train(tu.tiny_config("mae", total_steps=2, **{"model.num_registers": 2}), registers)
+  train.train(helpers.tiny_config("mae", total_steps=2, **{"model.num_registers": 2}), registers)
   out = tmp_path / "analysis"
   result = _cli(["-m", "mimjax.evals.analysis_cli", "--model", workdir, "--model", registers,
                  "--name", "plain", "--name", "reg", "--out", str(out), "--num_images", "24",
@@ -220,11 +220,11 @@ def test_two_processes_report_the_same_evaluator_numbers_as_one(tmp_path):
   config_file.write_text(CONFIG_FILE)
   overrides = {"evals.knn.every_steps": 0}  # at the end only
   single = str(tmp_path / "single")
-  train.train(_with_evals(tu.tiny_config("mae"), every_steps=0), single)
+  train.train(_with_evals(helpers.tiny_config("mae"), every_steps=0), single)
   multi = str(tmp_path / "multi")
-  flags = tu.cli_flags("mae", multi, **overrides)
+  flags = helpers.cli_flags("mae", multi, **overrides)
   flags[0] = f"--config={config_file}:demo"
-  procs = tu.start_two_processes(flags)
+  procs = helpers.start_two_processes(flags)
   for proc in procs:
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]

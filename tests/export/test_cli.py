@@ -10,21 +10,21 @@ import pytest
 
 import mimjax
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 from tests.export import parity
 
 
 @pytest.fixture(scope="module")
 def lut_workdir(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("lut"))
-  train.train(tu.tiny_config("lut", total_steps=2), workdir)
+  train.train(helpers.tiny_config("lut", total_steps=2), workdir)
   return workdir
 
 
 def export(workdir, fmt, out, *extra):
   result = subprocess.run([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
-                           f"--format={fmt}", f"--out={out}", *extra], env=tu.cli_env(),
-                          capture_output=True, text=True, timeout=300, cwd=tu.ROOT)
+                           f"--format={fmt}", f"--out={out}", *extra], env=helpers.cli_env(),
+                          capture_output=True, text=True, timeout=300, cwd=helpers.ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
   return out
 
@@ -66,15 +66,15 @@ def test_timm_export_loads_strictly_and_matches(lut_workdir, tmp_path, num_class
 
 def test_export_of_a_workdir_without_checkpoints_fails_clearly(tmp_path):
   result = subprocess.run([sys.executable, "-m", "mimjax.export.cli", f"--workdir={tmp_path}",
-                           "--format=hf", f"--out={tmp_path / 'out'}"], env=tu.cli_env(),
-                          capture_output=True, text=True, timeout=300, cwd=tu.ROOT)
+                           "--format=hf", f"--out={tmp_path / 'out'}"], env=helpers.cli_env(),
+                          capture_output=True, text=True, timeout=300, cwd=helpers.ROOT)
   assert result.returncode == 2 and "no complete checkpoint" in result.stderr
   assert not os.path.exists(tmp_path / "out")
 
 
 def test_init_from_an_export_dir(lut_workdir, tmp_path):
   hf_dir = export(lut_workdir, "hf", str(tmp_path / "hf"))
-  c = tu.tiny_config("mae", total_steps=1, init_from=hf_dir, **{"optim.base_lr": 0.0})
+  c = helpers.tiny_config("mae", total_steps=1, init_from=hf_dir, **{"optim.base_lr": 0.0})
   state = train.train(c, str(tmp_path / "mae"))
   loaded = mimjax.load_pretrained(hf_dir).params
   np.testing.assert_array_equal(np.asarray(state["params"]["encoder"]["cls"]),

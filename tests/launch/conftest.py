@@ -3,13 +3,12 @@ sweep's tests use it too)."""
 import pytest
 
 from mimjax import train
-from tests import trainer_utils as tu
-from tests.launch import launch_utils
+from tests import helpers
 
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory):
   """The losses of an uninterrupted one-process local run, for every run here to match."""
   workdir = str(tmp_path_factory.mktemp("reference"))
-  train.train(tu.tiny_config("mae", **launch_utils.STEPS), workdir)
+  train.train(helpers.tiny_config("mae", **helpers.STEPS), workdir)
   return workdir

@@ -17,12 +17,11 @@ from mimjax import checkpoint
 from mimjax import topology
 from mimjax.launch import slurm
 from mimjax.launch import tpu
-from tests import trainer_utils as tu
+from tests import helpers
 from tests.launch import gcs_emulator
-from tests.launch import launch_utils as lu
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
-STEPS = lu.STEPS
+STEPS = helpers.STEPS
 needs_libtpu = pytest.mark.skipif(
     not topology.has_libtpu(),
     reason="SKIPPED: libtpu is not installed; pip install 'mimjax[tpu]' for the memory check")
@@ -34,16 +33,16 @@ def cloud(tmp_path, monkeypatch):
   """The stand-ins first on PATH; their state (and log of calls) under tmp_path."""
   state = tmp_path / "cloud"
   state.mkdir()
-  lu.use_fake_cloud(monkeypatch, state)
+  helpers.use_fake_cloud(monkeypatch, state)
   return state
 
 
 def _env(devices: int = 1) -> dict:
-  return dict(tu.cli_env(devices), JAX_PLATFORMS="cpu")
+  return dict(helpers.cli_env(devices), JAX_PLATFORMS="cpu")
 
 
 def _run(args, timeout=120) -> subprocess.CompletedProcess:
-  return subprocess.run(args, env=_env(), cwd=tu.ROOT, capture_output=True, text=True,
+  return subprocess.run(args, env=_env(), cwd=helpers.ROOT, capture_output=True, text=True,
                         timeout=timeout)
 
 
@@ -51,9 +50,9 @@ def _run(args, timeout=120) -> subprocess.CompletedProcess:
 # --dry_run: the documented command forms, nothing called.
 # ---------------------------------------------------------------------------------------------
 def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
-  out = _run(lu.launcher("tpu") + ["--name", "mae-l16", "--zone", "us-central1-a",
-                                   "--accelerator_type", "v5litepod-16", "--spot",
-                                   "--skip_compile_check", "--dry_run", "--", *L16])
+  out = _run(helpers.launcher("tpu") + ["--name", "mae-l16", "--zone", "us-central1-a",
+                                        "--accelerator_type", "v5litepod-16", "--spot",
+                                        "--skip_compile_check", "--dry_run", "--", *L16])
   assert out.returncode == 0, out.stderr
   lines = [l for l in out.stdout.splitlines() if not l.startswith("#")]
   # https://cloud.google.com/tpu/docs/managing-tpus-tpu-vm: create, scp, ssh --worker, delete.
@@ -81,10 +80,10 @@ def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
   assert lines[7] == "gcloud compute tpus tpu-vm delete mae-l16 --quiet --zone=us-central1-a"
   assert not (cloud / "calls.log").exists()  # no cloud call, offline
 
-  queued = _run(lu.launcher("tpu") + ["--name", "q", "--zone", "europe-west4-b",
-                                      "--accelerator_type", "v6e-8", "--queued", "--keep",
-                                      "--python", "/opt/py/bin/python", "--skip_compile_check",
-                                      "--dry_run", "--", *L16])
+  queued = _run(helpers.launcher("tpu") + ["--name", "q", "--zone", "europe-west4-b",
+                                           "--accelerator_type", "v6e-8", "--queued", "--keep",
+                                           "--python", "/opt/py/bin/python", "--skip_compile_check",
+                                           "--dry_run", "--", *L16])
   lines = [l for l in queued.stdout.splitlines() if not l.startswith("#")]
   # --python: the user's interpreter gets the extra and runs the trainer; no environment.
   assert lines[2].endswith("cd ~/mimjax && /opt/py/bin/python -m pip install -q "
@@ -99,10 +98,11 @@ def test_tpu_dry_run_prints_the_gcloud_commands_and_calls_nothing(cloud):
 
 
 def test_slurm_dry_run_prints_a_valid_sbatch_script(cloud, tmp_path):
-  out = _run(lu.launcher("slurm") + ["--nodes", "2", "--gpus_per_node", "8", "--partition", "gpu",
-                                     "--time", "24:00:00", "--account", "vision", "--dry_run",
-                                     "--", "--config", "configs/mae.py:variant=L/16",
-                                     "--workdir", "/shared/runs/l16"])
+  out = _run(helpers.launcher("slurm") + ["--nodes", "2", "--gpus_per_node", "8",
+                                          "--partition", "gpu", "--time", "24:00:00",
+                                          "--account", "vision", "--dry_run",
+                                          "--", "--config", "configs/mae.py:variant=L/16",
+                                          "--workdir", "/shared/runs/l16"])
   assert out.returncode == 0, out.stderr
   text = out.stdout.split("\n", 1)[1]
   # https://slurm.schedmd.com/sbatch.html and srun.html
@@ -125,7 +125,7 @@ def test_slurm_dry_run_prints_a_valid_sbatch_script(cloud, tmp_path):
 # ---------------------------------------------------------------------------------------------
 def test_no_command_after_the_separator_is_one_line(cloud):
   for argv in (["--processes", "2"], ["--processes", "2", "--"]):
-    out = _run(lu.launcher("local") + argv)
+    out = _run(helpers.launcher("local") + argv)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("launch/local.py: error: ")
     assert "after `--`" in out.stderr
@@ -146,14 +146,14 @@ def _one_error_line(out, prog: str) -> str:
     ("local", ["--processes", "2", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_a_launcher_flag_mistake_is_one_line(target, argv, message):
-  out = _run(lu.launcher(target) + argv + ["--", *L16])
+  out = _run(helpers.launcher(target) + argv + ["--", *L16])
   line = _one_error_line(out, f"launch/{target}.py")
   assert message in line and f"(see launch/{target}.py --help)" in line
 
 
 def test_launchers_take_verbose_and_answer_help_without_the_separator():
   for target in ("local", "slurm", "tpu"):
-    out = _run(lu.launcher(target) + ["--help"])
+    out = _run(helpers.launcher(target) + ["--help"])
     assert out.returncode == 0 and "--verbose" in out.stdout, out.stderr
 
 
@@ -167,11 +167,11 @@ def _bare_path_env(*tools) -> dict:
 
 def test_a_missing_sbatch_or_gcloud_is_one_line_and_dry_run_needs_neither(tmp_path):
   env = _bare_path_env("sbatch", "gcloud")
-  slurm = lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--", "--config",
-                                  "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
-  tpu_cmd = lu.launcher("tpu") + ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
-                                  "--skip_compile_check", "--", *L16]
-  run = lambda argv: subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True,
+  slurm = helpers.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--", "--config",
+                                       "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
+  tpu_cmd = helpers.launcher("tpu") + ["--name", "t", "--zone", "z", "--accelerator_type", "v4-8",
+                                       "--skip_compile_check", "--", *L16]
+  run = lambda argv: subprocess.run(argv, env=env, cwd=helpers.ROOT, capture_output=True, text=True,
                                     timeout=60)
   line = _one_error_line(run(slurm), "launch/slurm.py")
   assert "sbatch is not installed here (not on PATH): run this on a SLURM login node" in line
@@ -186,10 +186,11 @@ def test_a_missing_sbatch_or_gcloud_is_one_line_and_dry_run_needs_neither(tmp_pa
 
 def test_verbose_adds_the_traceback_of_a_launchers_expected_error(tmp_path):
   env = _bare_path_env("sbatch")
-  base = lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1"]
+  base = helpers.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1"]
   trainer = ["--", "--config", "configs/mae.py:demo", "--workdir", str(tmp_path / "run")]
   for argv in (base + ["--verbose"] + trainer, base + trainer + ["--verbose"]):
-    out = subprocess.run(argv, env=env, cwd=tu.ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(argv, env=env, cwd=helpers.ROOT, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 2 and "Traceback (most recent call last)" in out.stderr
     assert out.stderr.splitlines()[-1].startswith("launch/slurm.py: error: sbatch is not installed")
 
@@ -203,9 +204,10 @@ def _stand_in_python(path, answer: str) -> str:
 
 def test_a_slurm_python_older_than_3_11_is_one_line_before_submitting(cloud, tmp_path):
   python = _stand_in_python(tmp_path / "python3.10", "echo 3.10.12")  # it reports 3.10
-  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1", "--python", python,
-                                     "--", "--config", "configs/mae.py:demo",
-                                     "--workdir", str(tmp_path / "run")])
+  out = _run(helpers.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "1",
+                                          "--python", python,
+                                          "--", "--config", "configs/mae.py:demo",
+                                          "--workdir", str(tmp_path / "run")])
   line = _one_error_line(out, "launch/slurm.py")
   assert line.startswith(f"launch/slurm.py: error: --python {python} is Python 3.10.12, but "
                          "mimjax needs >= 3.11: give --python the Python (>= 3.11) of an "
@@ -230,7 +232,7 @@ def test_a_slurm_python_that_cannot_run_the_trainer_is_refused(cloud, tmp_path, 
 def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
   """The launchers ship the code with git archive: a copy that is no checkout says so."""
   for part in ("launch", "mimjax"):
-    shutil.copytree(os.path.join(tu.ROOT, part), tmp_path / part,
+    shutil.copytree(os.path.join(helpers.ROOT, part), tmp_path / part,
                     ignore=shutil.ignore_patterns("__pycache__"))
   out = _run([sys.executable, str(tmp_path / "launch" / "local.py"), "--", "--config",
               "configs/mae.py:demo", "--workdir", str(tmp_path / "run")])
@@ -250,7 +252,7 @@ def test_a_launcher_outside_a_git_checkout_is_one_line(tmp_path):
 def test_bad_tpu_launches_are_refused_before_anything_starts(cloud, gcs, accelerator, trainer,
                                                              message):
   argv = ["--name", "t", "--zone", "z", "--accelerator_type", accelerator, "--skip_compile_check",
-          "--", f"--config={tu.ROOT}/configs/mae.py:demo", *trainer]
+          "--", f"--config={helpers.ROOT}/configs/mae.py:demo", *trainer]
   with pytest.raises(tpu.common.LaunchError, match=message):
     tpu.launch(argv)
   assert not (cloud / "calls.log").exists()
@@ -274,14 +276,14 @@ def test_a_workers_command_follows_even_a_trainer_that_ends_at_once(tmp_path):
 def test_local_two_processes_train_like_one(cloud, tmp_path, reference):
   """jax.distributed over 127.0.0.1: each process reads its share; the losses do not change."""
   workdir = str(tmp_path / "local2")
-  out = _run(lu.launcher("local") + ["--processes", "2", "--",
-                                     *tu.cli_flags("mae", workdir, **STEPS)], timeout=300)
+  out = _run(helpers.launcher("local") + ["--processes", "2", "--",
+                                          *helpers.cli_flags("mae", workdir, **STEPS)], timeout=300)
   assert out.returncode == 0, out.stdout + out.stderr
   assert "[0] step 12/12" in out.stdout and "[1] step" not in out.stdout  # worker 0's log only
-  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert helpers.losses(workdir) == pytest.approx(helpers.losses(reference), rel=1e-4)
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]  # keeps 3
   recorded = os.path.join(workdir, "launch")
-  sha = subprocess.run(["git", "-C", tu.ROOT, "rev-parse", "HEAD"], capture_output=True,
+  sha = subprocess.run(["git", "-C", helpers.ROOT, "rev-parse", "HEAD"], capture_output=True,
                        text=True).stdout.strip()
   assert open(os.path.join(recorded, "git_sha")).read().startswith(sha)
   assert any(f.startswith("uncommitted-") for f in os.listdir(recorded))
@@ -289,9 +291,9 @@ def test_local_two_processes_train_like_one(cloud, tmp_path, reference):
 
 def _tpu_argv(name, workdir, *extra, compile_check=False):
   check = [] if compile_check else ["--skip_compile_check"]
-  return lu.launcher("tpu") + ["--name", name, "--zone", "us-central1-a", "--accelerator_type",
-                               "v4-16", *check, *extra, "--",
-                               *tu.cli_flags("mae", workdir, **STEPS)]
+  return helpers.launcher("tpu") + ["--name", name, "--zone", "us-central1-a", "--accelerator_type",
+                                    "v4-16", *check, *extra, "--",
+                                    *helpers.cli_flags("mae", workdir, **STEPS)]
 
 
 def _preempt(cloud, name):
@@ -316,8 +318,8 @@ def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
   JAX_PLATFORMS=cpu, before any gcloud call."""
   workdir = f"{BUCKET}/tpu_spot"
   checked = topology.has_libtpu()
-  launch = lu.start(_tpu_argv("spot", workdir, "--spot", compile_check=checked), env=_env())
-  before = lu.read_until(launch, "[0] step 3/12")
+  launch = helpers.start(_tpu_argv("spot", workdir, "--spot", compile_check=checked), env=_env())
+  before = helpers.read_until(launch, "[0] step 3/12")
   if checked:
     check = before.index("launch: checking that the config fits in the memory of v4-16")
     assert before.index("mesh {'data': 8, 'fsdp': 1} on v4:2x2x2 (v4-16)") > check, before
@@ -332,7 +334,7 @@ def test_tpu_pod_preempted_is_recreated_and_resumes(cloud, gcs, reference):
   assert launch.returncode == 0, rest
   assert "was preempted: recreating it and resuming" in rest
   assert f"[0] Resuming from {workdir}/checkpoints at step" in rest
-  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert helpers.losses(workdir) == pytest.approx(helpers.losses(reference), rel=1e-4)
   calls = (cloud / "calls.log").read_text()
   assert calls.count("tpu-vm create spot") == 2 and calls.count("tpu-vm delete spot") == 2
   # Each worker of each VM (the first, then the one recreated): uv, a venv, the extra; the
@@ -376,9 +378,9 @@ def test_a_failing_worker_stops_the_others_and_its_code_is_returned(cloud, gcs, 
 def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, reference,
                                                                    tmp_path):
   workdir = f"{BUCKET}/slurm"
-  out = _run(lu.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "2",
-                                     "--launch_dir", str(tmp_path / "launch"), "--",
-                                     *tu.cli_flags("mae", workdir, **STEPS)])
+  out = _run(helpers.launcher("slurm") + ["--nodes", "1", "--gpus_per_node", "2",
+                                          "--launch_dir", str(tmp_path / "launch"), "--",
+                                          *helpers.cli_flags("mae", workdir, **STEPS)])
   assert out.returncode == 0, out.stderr
   job = re.search(r"Submitted job (\d+)", out.stdout).group(1)
   log = re.search(r"log: +(\S+)", out.stdout).group(1)
@@ -395,18 +397,18 @@ def test_slurm_job_signalled_before_its_limit_requeues_and_resumes(cloud, gcs, r
   assert (state / f"{job}.rc").read_text() == "0", text
   assert "requeueing job" in text and f"job {job} (restart 1)" in text
   assert "Resuming from" in text
-  assert lu.losses(workdir) == pytest.approx(lu.losses(reference), rel=1e-4)
+  assert helpers.losses(workdir) == pytest.approx(helpers.losses(reference), rel=1e-4)
   assert (tmp_path / "launch" / "code" / "mimjax" / "train.py").is_file()  # the snapshot ran
 
 
 def test_launching_a_live_run_again_attaches_to_it(cloud, gcs):
   workdir = f"{BUCKET}/tpu_attach"
   steps = dict(total_steps=60, ckpt_every_steps=20)  # long enough to be alive when relaunched
-  argv = lu.launcher("tpu") + ["--name", "attach", "--zone", "us-central1-a", "--accelerator_type",
-                               "v4-16", "--skip_compile_check", "--",
-                               *tu.cli_flags("mae", workdir, **steps)]
-  first = lu.start(argv, env=_env())
-  lu.read_until(first, "[0] step 1/60")
+  argv = helpers.launcher("tpu") + ["--name", "attach", "--zone", "us-central1-a",
+                                    "--accelerator_type", "v4-16", "--skip_compile_check", "--",
+                                    *helpers.cli_flags("mae", workdir, **steps)]
+  first = helpers.start(argv, env=_env())
+  helpers.read_until(first, "[0] step 1/60")
   first.kill()  # the launcher dies (a closed laptop); the trainers on the slice run on
   first.wait()
   second = _run(argv, timeout=300)
@@ -415,7 +417,7 @@ def test_launching_a_live_run_again_attaches_to_it(cloud, gcs):
   assert "[0] MAE mu/4" in second.stdout and "[0] step 60/60" in second.stdout  # the whole log
   calls = (cloud / "calls.log").read_text()
   assert calls.count("tpu-vm create attach") == 1 and calls.count("--process_id=0") == 1
-  assert sorted(lu.losses(workdir)) == list(range(1, 61))  # one run, never restarted
+  assert sorted(helpers.losses(workdir)) == list(range(1, 61))  # one run, never restarted
   assert not (cloud / "tpus" / "attach").exists()
 
 
@@ -424,12 +426,12 @@ def test_launching_a_live_run_again_attaches_to_it(cloud, gcs):
 # ---------------------------------------------------------------------------------------------
 @needs_libtpu
 def test_a_config_that_does_not_fit_is_refused_before_any_gcloud_call(cloud, gcs):
-  out = _run(lu.launcher("tpu") + ["--name", "huge", "--zone", "us-central1-a",
-                                   "--accelerator_type", "v4-8", "--", "--config",
-                                   "configs/mae.py:variant=H/14,dataset=imagenet2012",
+  out = _run(helpers.launcher("tpu") + ["--name", "huge", "--zone", "us-central1-a",
+                                        "--accelerator_type", "v4-8", "--", "--config",
+                                        "configs/mae.py:variant=H/14,dataset=imagenet2012",
                                    # 4096 images per chip: too big before compiling
-                                   "--config.input.batch_size=16384",
-                                   "--workdir", f"{BUCKET}/huge"], timeout=600)
+                                        "--config.input.batch_size=16384",
+                                        "--workdir", f"{BUCKET}/huge"], timeout=600)
   assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
   assert out.stderr.count("\n") == 1, out.stderr
   assert re.fullmatch(r"launch/tpu.py: error: the config does not fit in the memory of v4-8 "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 
 PRETRAIN_STEPS = 500
 FINETUNE_STEPS = 150
@@ -24,7 +24,7 @@ def _last_row(workdir):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-  c = tu.load_config("mae", "demo")
+  c = helpers.load_config("mae", "demo")
   c.input.image_size = 32
   c.model.variant = "mu/4"
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 32, 1, 2
@@ -37,7 +37,7 @@ def pretrained(tmp_path_factory):
 
 
 def _finetune(workdir, init_from):
-  c = tu.load_config("finetune", "demo")
+  c = helpers.load_config("finetune", "demo")
   c.input.image_size = 32
   c.model.variant = "mu/4"
   c.model.drop_path = 0.0

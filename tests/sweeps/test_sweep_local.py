@@ -20,8 +20,7 @@ from mimjax.sweeps import manifest
 from mimjax.sweeps import progress
 from mimjax.sweeps import report
 from mimjax.sweeps import trials
-from tests import trainer_utils as tu
-from tests.sweeps import sweep_helpers as sh
+from tests import helpers
 
 RUN = {"total_steps": 12, "ckpt_every_steps": 3, "log_every_steps": 1}
 GRID = [{"model.mask_ratio": r, "optim.base_lr": lr} for r in (0.5, 0.75) for lr in (1e-3, 4e-3)]
@@ -52,10 +51,10 @@ def sweep_run(tmp_path_factory):
   """The sweep killed with SIGKILL in the middle of trial 2, then the same command again."""
   tmp = tmp_path_factory.mktemp("sweep")
   root = str(tmp / "root")
-  command = sh.sweep_cmd(sh.write_sweep(tmp / "grid.py", GRID), root,
-                         trainer_flags=sh.tiny_flags(**RUN))
+  command = helpers.sweep_cmd(helpers.write_sweep(tmp / "grid.py", GRID), root,
+                              trainer_flags=helpers.tiny_flags(**RUN))
   log = open(tmp / "first.log", "w")
-  proc = subprocess.Popen(command, env=sh.env(), cwd=tu.ROOT, stdout=log,
+  proc = subprocess.Popen(command, env=helpers.sweep_env(), cwd=helpers.ROOT, stdout=log,
                           stderr=subprocess.STDOUT, start_new_session=True)
   second = os.path.join(root, NAMES[1])
   deadline = time.time() + 500
@@ -70,7 +69,7 @@ def sweep_run(tmp_path_factory):
   killed = {"trial1": _snapshot(os.path.join(root, NAMES[0])),
             "trial2_steps": checkpoint.steps(second),
             "rows": report.collect(root)}
-  again = sh.run(command)
+  again = helpers.run_sweep(command)
   assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
   return {"root": root, "command": command, "killed": killed, "again": again, "tmp": tmp}
 
@@ -78,8 +77,8 @@ def sweep_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted_trial2(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("uninterrupted"))
-  train.train(tu.tiny_config("mae", **RUN, **GRID[1]), workdir)
-  return tu.losses(workdir)
+  train.train(helpers.tiny_config("mae", **RUN, **GRID[1]), workdir)
+  return helpers.losses(workdir)
 
 
 def test_killed_sweep_resumes_trial_2_and_runs_the_rest(sweep_run, uninterrupted_trial2):
@@ -96,7 +95,7 @@ def test_killed_sweep_resumes_trial_2_and_runs_the_rest(sweep_run, uninterrupted
   assert "Resuming from" in out
   # Trial 1 was not touched; trial 2 continued exactly.
   assert _snapshot(os.path.join(root, NAMES[0])) == sweep_run["killed"]["trial1"]
-  assert tu.losses(os.path.join(root, NAMES[1])) == uninterrupted_trial2
+  assert helpers.losses(os.path.join(root, NAMES[1])) == uninterrupted_trial2
   for name in NAMES:
     assert checkpoint.steps(os.path.join(root, name))[-1] == RUN["total_steps"]
 
@@ -113,7 +112,7 @@ def test_report_while_killed_shows_where_each_trial_stood(sweep_run):
 
 def test_report_numbers_equal_each_trials_metrics(sweep_run):
   root = sweep_run["root"]
-  result = sh.run([sys.executable, sh.SWEEP_CLI, f"--report={root}"])
+  result = helpers.run_sweep([sys.executable, helpers.SWEEP_CLI, f"--report={root}"])
   assert result.returncode == 0, result.stderr[-3000:]
   table = result.stdout.splitlines()
   assert table[0].split() == ["trial", "overrides", "status", "step", "final_loss", "best_loss"]
@@ -121,7 +120,7 @@ def test_report_numbers_equal_each_trials_metrics(sweep_run):
     rows = list(csv.DictReader(f))
   assert [r["trial"] for r in rows] == NAMES
   for row, overrides, line in zip(rows, GRID, table[1:]):
-    losses = tu.losses(os.path.join(root, row["trial"]))
+    losses = helpers.losses(os.path.join(root, row["trial"]))
     assert float(row["final_loss"]) == losses[RUN["total_steps"]]
     assert float(row["best_loss"]) == min(losses.values())
     assert float(row["model.mask_ratio"]) == overrides["model.mask_ratio"]
@@ -154,8 +153,9 @@ def test_an_added_trial_is_the_only_one_to_run(sweep_run, capsys, monkeypatch):
   monkeypatch.delenv("JAX_PLATFORMS", raising=False)  # the device probe's path, for once
   root, tmp = sweep_run["root"], sweep_run["tmp"]
   before = manifest.path(root).read_text()
-  grid = sh.write_sweep(tmp / "grid5.py", GRID + [{"model.mask_ratio": 0.9, "optim.base_lr": 1e-3}])
-  code = launch.launch(sh.CONFIG, grid, root, sh.tiny_flags(**RUN), dry_run=True)
+  grid = helpers.write_sweep(tmp / "grid5.py",
+                             GRID + [{"model.mask_ratio": 0.9, "optim.base_lr": 1e-3}])
+  code = launch.launch(helpers.CONFIG, grid, root, helpers.tiny_flags(**RUN), dry_run=True)
   out = capsys.readouterr().out
   assert code == 0
   assert out.count("skip (done)") == 4
@@ -166,9 +166,9 @@ def test_an_added_trial_is_the_only_one_to_run(sweep_run, capsys, monkeypatch):
 
 def test_a_changed_base_config_is_refused_naming_the_trial(sweep_run, monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  grid = sh.write_sweep(sweep_run["tmp"] / "grid1.py", GRID[:1])
-  flags = sh.tiny_flags(**RUN) + ["--config.optim.weight_decay=0.1"]
+  grid = helpers.write_sweep(sweep_run["tmp"] / "grid1.py", GRID[:1])
+  flags = helpers.tiny_flags(**RUN) + ["--config.optim.weight_decay=0.1"]
   with pytest.raises(trials.SweepError, match=(
       r"trial mask_ratio_0.5-base_lr_0.001 \(model.mask_ratio=0.5,optim.base_lr=0.001\) already "
       r"ran in this root with another config \(config.optim.weight_decay: 0.05 then, 0.1 now\)")):
-    launch.launch(sh.CONFIG, grid, sweep_run["root"], flags)
+    launch.launch(helpers.CONFIG, grid, sweep_run["root"], flags)

@@ -11,11 +11,9 @@ from mimjax.launch import slurm
 from mimjax.sweeps import launch
 from mimjax.sweeps import progress
 from mimjax.sweeps import report
-from tests import trainer_utils as tu
-from tests.launch import launch_utils as lu
-from tests.sweeps import sweep_helpers as sh
+from tests import helpers
 
-RUN = dict(lu.STEPS, log_every_steps=1)
+RUN = dict(helpers.STEPS, log_every_steps=1)
 GRID = [{"model.mask_ratio": 0.5}, {"model.mask_ratio": 0.9}]
 NAMES = ["mask_ratio_0.5", "mask_ratio_0.9"]
 
@@ -46,17 +44,17 @@ def test_a_preempted_array_task_is_requeued_and_ends_like_an_uninterrupted_trial
     tmp_path, monkeypatch, capsys):
   state = tmp_path / "cloud"
   state.mkdir()
-  lu.use_fake_cloud(monkeypatch, state)
+  helpers.use_fake_cloud(monkeypatch, state)
   root = str(tmp_path / "root")
-  sweep = sh.write_sweep(tmp_path / "grid.py", GRID)
-  flags = sh.tiny_flags(**RUN)
+  sweep = helpers.write_sweep(tmp_path / "grid.py", GRID)
+  flags = helpers.tiny_flags(**RUN)
   target = slurm.SlurmTarget()
-  assert launch.launch(sh.CONFIG, sweep, root, flags, target=target, parallel=1,
+  assert launch.launch(helpers.CONFIG, sweep, root, flags, target=target, parallel=1,
                        dry_run=True) == 0
   assert "#SBATCH --array=0-1%1" in capsys.readouterr().out and not os.path.exists(root)
 
-  command = sh.sweep_cmd(sweep, root, "--target=slurm", "--parallel=1", trainer_flags=flags)
-  result = sh.run(command)
+  command = helpers.sweep_cmd(sweep, root, "--target=slurm", "--parallel=1", trainer_flags=flags)
+  result = helpers.run_sweep(command)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   job = re.search(r"Submitted job (\d+) \(code \w+\): 2 array tasks", result.stdout).group(1)
   log = re.search(r"log: +(\S+)", result.stdout).group(1)
@@ -81,10 +79,10 @@ def test_a_preempted_array_task_is_requeued_and_ends_like_an_uninterrupted_trial
   assert [(r.name, r.progress.status, r.progress.step) for r in rows] == [
       (n, progress.DONE, 12) for n in NAMES]
   uninterrupted = str(tmp_path / "uninterrupted")
-  train.train(tu.tiny_config("mae", **RUN, **GRID[0]), uninterrupted)
-  assert tu.losses(os.path.join(root, NAMES[0])) == tu.losses(uninterrupted)
+  train.train(helpers.tiny_config("mae", **RUN, **GRID[0]), uninterrupted)
+  assert helpers.losses(os.path.join(root, NAMES[0])) == helpers.losses(uninterrupted)
 
   # Every trial done: nothing more is submitted.
-  assert launch.launch(sh.CONFIG, sweep, root, flags, target=target, parallel=1) == 0
+  assert launch.launch(helpers.CONFIG, sweep, root, flags, target=target, parallel=1) == 0
   out = capsys.readouterr().out
   assert "Every trial is done" in out and "Submitted" not in out

@@ -18,8 +18,7 @@ from mimjax.launch import tpu
 from mimjax.sweeps import launch
 from mimjax.sweeps import report
 from tests.launch import gcs_emulator
-from tests.launch import launch_utils as lu
-from tests.sweeps import sweep_helpers as sh
+from tests import helpers
 
 ROOT = f"gs://{gcs_emulator.BUCKET}/tpu_sweep"
 RUN = {"total_steps": 2, "ckpt_every_steps": 2, "log_every_steps": 1}
@@ -34,7 +33,7 @@ def _launch(sweep_file, root, flags, options=OPTIONS, **kwargs) -> tuple[int, st
   """The sweep in this process, which has the configs loaded already: (exit status, output)."""
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    code = launch.launch(sh.CONFIG, sweep_file, root, flags, target=tpu.TpuTarget(**options),
+    code = launch.launch(helpers.CONFIG, sweep_file, root, flags, target=tpu.TpuTarget(**options),
                          **kwargs)
   return code, out.getvalue()
 
@@ -45,16 +44,16 @@ def tpu_sweep(gcs, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("tpu_sweep")
   state = tmp / "cloud"
   state.mkdir()
-  sweep_file = sh.write_sweep(tmp / "grid.py", GRID)
+  sweep_file = helpers.write_sweep(tmp / "grid.py", GRID)
   with pytest.MonkeyPatch.context() as mp:
-    lu.use_fake_cloud(mp, state)
-    dry_code, dry = _launch(sweep_file, ROOT, sh.tiny_flags(**RUN), dry_run=True)
+    helpers.use_fake_cloud(mp, state)
+    dry_code, dry = _launch(sweep_file, ROOT, helpers.tiny_flags(**RUN), dry_run=True)
     dry_calls = (state / "calls.log").exists()
-    command = sh.sweep_cmd(sweep_file, ROOT, "--target=tpu", *SLICE, "--skip_compile_check",
-                           trainer_flags=sh.tiny_flags(**RUN))
-    first = sh.run(command, timeout=600)
+    command = helpers.sweep_cmd(sweep_file, ROOT, "--target=tpu", *SLICE, "--skip_compile_check",
+                                trainer_flags=helpers.tiny_flags(**RUN))
+    first = helpers.run_sweep(command, timeout=600)
     calls = (state / "calls.log").read_text() if (state / "calls.log").exists() else ""
-    again_code, again = _launch(sweep_file, ROOT, sh.tiny_flags(**RUN))
+    again_code, again = _launch(sweep_file, ROOT, helpers.tiny_flags(**RUN))
   return dict(dry=dry, dry_code=dry_code, dry_calls=dry_calls, first=first, calls=calls,
               again=again, again_code=again_code, state=state)
 
@@ -81,7 +80,7 @@ def test_trials_run_in_turn_on_one_slice_and_a_rerun_skips_them(tpu_sweep):
   assert calls.count("uv pip install") == 1  # installed once, for both trials
   assert [l.split()[4] for l in calls.splitlines() if "--process_id=0" in l] == ["sweep"] * 2
   assert not (tpu_sweep["state"] / "tpus" / "sweep").exists()
-  losses = [lu.losses(f"{ROOT}/{name}") for name in NAMES]
+  losses = [helpers.losses(f"{ROOT}/{name}") for name in NAMES]
   assert [sorted(l) for l in losses] == [[1, 2], [1, 2]]
   assert losses[0] != losses[1]  # each trial trained with its own mask ratio
 
@@ -92,14 +91,14 @@ def test_trials_run_in_turn_on_one_slice_and_a_rerun_skips_them(tpu_sweep):
 
 
 def test_report_on_the_gs_root_equals_the_trials_metrics(tpu_sweep):
-  result = sh.run([sys.executable, sh.SWEEP_CLI, f"--report={ROOT}"])
+  result = helpers.run_sweep([sys.executable, helpers.SWEEP_CLI, f"--report={ROOT}"])
   assert result.returncode == 0, result.stderr[-3000:]
   table = result.stdout.splitlines()
   assert table[0].split() == ["trial", "overrides", "status", "step", "final_loss", "best_loss"]
   rows = list(csv.DictReader(io.StringIO((epath.Path(ROOT) / report.CSV_NAME).read_text())))
   assert [r["trial"] for r in rows] == NAMES
   for row, line, overrides in zip(rows, table[1:], GRID):
-    losses = lu.losses(f"{ROOT}/{row['trial']}")
+    losses = helpers.losses(f"{ROOT}/{row['trial']}")
     assert float(row["final_loss"]) == losses[2] and float(row["best_loss"]) == min(losses.values())
     assert float(row["model.mask_ratio"]) == overrides["model.mask_ratio"]
     assert line.split()[2:6] == ["done", "2/2", f"{losses[2]:.6g}", f"{min(losses.values()):.6g}"]
@@ -108,8 +107,8 @@ def test_report_on_the_gs_root_equals_the_trials_metrics(tpu_sweep):
 
 
 def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
-  lu.use_fake_cloud(monkeypatch, tmp_path)
-  sweep_file = sh.write_sweep(tmp_path / "grid.py", GRID)
+  helpers.use_fake_cloud(monkeypatch, tmp_path)
+  sweep_file = helpers.write_sweep(tmp_path / "grid.py", GRID)
   with pytest.raises(errors.UserError,
                      match=r"--root \S+ is a local path, but the hosts of a TPU slice share no "
                            r"filesystem: use a bucket .* --root gs://BUCKET/"):
@@ -127,11 +126,11 @@ def test_a_local_root_is_refused_in_one_line(tmp_path, monkeypatch):
                            "memory check")
 def test_a_trial_that_does_not_fit_is_refused_before_the_slice_exists(gcs, tmp_path,
                                                                        monkeypatch):
-  lu.use_fake_cloud(monkeypatch, tmp_path)
+  helpers.use_fake_cloud(monkeypatch, tmp_path)
   # H/14 on 1120 px images, 32 per chip: every block's input alone outgrows a v4 chip's 32 GiB.
   huge = {"model.variant": "H/14", "input.image_size": 1120, "input.batch_size": 128,
           "model.mask_ratio": 0.1}
-  sweep_file = sh.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
+  sweep_file = helpers.write_sweep(tmp_path / "grid.py", [huge, GRID[0]])
   root = f"{ROOT}_too_big"
   checked = dict(OPTIONS, skip_compile_check=False)
   _, dry = _launch(sweep_file, root, ["--config.total_steps=2"], checked, dry_run=True)

@@ -14,7 +14,7 @@ from mimjax.sweeps import launch
 from mimjax.sweeps import manifest
 from mimjax.sweeps import progress
 from mimjax.sweeps import trials
-from tests.sweeps import sweep_helpers as sh
+from tests import helpers
 
 
 def test_product_and_zip_build_trials():
@@ -99,7 +99,8 @@ def test_cpu_only_environments_need_no_probe(monkeypatch):
 
 
 def _build(overrides, flags=()):
-  base = trials.Base(trials.absolute_config_spec(sh.CONFIG), tuple(sh.tiny_flags()) + flags)
+  base = trials.Base(trials.absolute_config_spec(helpers.CONFIG),
+                     tuple(helpers.tiny_flags()) + flags)
   return launch.build_trials(base, overrides, None, num_processes=1, num_devices=1)
 
 
@@ -145,9 +146,9 @@ def test_identical_trials_name_both():
 
 def test_empty_or_malformed_sweep_files_are_refused(tmp_path):
   with pytest.raises(trials.SweepError, match="returned an empty sweep"):
-    trials.load_sweep(sh.write_sweep(tmp_path / "empty.py", []))
+    trials.load_sweep(helpers.write_sweep(tmp_path / "empty.py", []))
   with pytest.raises(trials.SweepError, match="must return a list of"):
-    trials.load_sweep(sh.write_sweep(tmp_path / "dict.py", {"a": 1}))
+    trials.load_sweep(helpers.write_sweep(tmp_path / "dict.py", {"a": 1}))
   (tmp_path / "none.py").write_text("X = 1\n")
   with pytest.raises(trials.SweepError, match="defines no get_sweep"):
     trials.load_sweep(str(tmp_path / "none.py"))
@@ -158,9 +159,11 @@ def test_empty_or_malformed_sweep_files_are_refused(tmp_path):
 
 
 def test_cli_reports_a_bad_trial_in_one_line_and_starts_nothing(tmp_path):
-  sweep = sh.write_sweep(tmp_path / "bad.py", [{"model.mask_ratio": 0.6}, {"keep_checkpoints": "4"}])
+  sweep = helpers.write_sweep(tmp_path / "bad.py",
+                              [{"model.mask_ratio": 0.6}, {"keep_checkpoints": "4"}])
   root = tmp_path / "root"
-  result = sh.run(sh.sweep_cmd(sweep, str(root), trainer_flags=sh.tiny_flags()))
+  result = helpers.run_sweep(
+      helpers.sweep_cmd(sweep, str(root), trainer_flags=helpers.tiny_flags()))
   assert result.returncode == errors.EXIT_USER_ERROR, result.stderr[-2000:]
   lines = [l for l in result.stderr.splitlines() if l.startswith("mimjax-sweep")]
   assert lines == ["mimjax-sweep: error: trial #1 (keep_checkpoints=4): config.keep_checkpoints='4': str "
