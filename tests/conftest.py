@@ -9,8 +9,6 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position  (as the CLIs)
-from tests.launch import gcs_emulator  # pylint: disable=wrong-import-position
 # libtpu (the `tpu` extra, for mimjax-compile) would otherwise probe for TPU hosts in every test
 # process and its subprocesses; tests that compile for TPU slices describe them explicitly.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -23,6 +21,10 @@ atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
 os.environ.update(JAX_COMPILATION_CACHE_DIR=_XLA_CACHE,
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+# After the environment above: jax reads it when first imported (mimjax.tf_env imports it).
+from mimjax import tf_env  # pylint: disable=unused-import,wrong-import-position  (as the CLIs)
+from tests import gcs_emulator  # pylint: disable=wrong-import-position
+from tests import helpers  # pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,3 +50,13 @@ def gcs(tmp_path_factory):
       os.environ.pop(key, None)
     else:
       os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+  """The losses of an uninterrupted one-process local run, for the launch and storage runs to
+  match."""
+  from mimjax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  train.train(helpers.tiny_config("mae", **helpers.STEPS), workdir)
+  return workdir

@@ -18,7 +18,7 @@ import jax
 from mimjax import checkpoint
 from mimjax import state as state_lib
 from mimjax import train
-from tests import trainer_utils as tu
+from tests import helpers
 
 RUN = {"total_steps": 8, "ckpt_every_steps": 2}
 ROOMY = "16m"
@@ -30,11 +30,11 @@ def main(mount: str):
   cache = tempfile.mkdtemp()
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  env = dict(tu.cli_env(), JAX_COMPILATION_CACHE_DIR=cache,
+  env = dict(helpers.cli_env(), JAX_COMPILATION_CACHE_DIR=cache,
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   run = subprocess.run([sys.executable, "-m", "tests.save_failure_run",
-                        *tu.cli_flags("mae", workdir, **RUN)],
-                       env=env, cwd=tu.ROOT, capture_output=True, text=True, timeout=300)
+                        *helpers.cli_flags("mae", workdir, **RUN)],
+                       env=env, cwd=helpers.ROOT, capture_output=True, text=True, timeout=300)
   result = {"returncode": run.returncode, "stderr": run.stderr,
             "steps_run": [int(line.split()[1].split("/")[0]) for line in run.stdout.splitlines()
                           if line.startswith("step ")]}
@@ -44,10 +44,10 @@ def main(mount: str):
   subprocess.run(["mount", "-o", f"remount,size={ROOMY}", mount], check=True)
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    train.train(tu.tiny_config("mae", **RUN), workdir)
+    train.train(helpers.tiny_config("mae", **RUN), workdir)
   result["restart_stdout"] = out.getvalue()
   result["steps_after_restart"] = checkpoint.Checkpointer(workdir, read_only=True).all_steps()
-  result["losses"] = tu.losses(workdir)
+  result["losses"] = helpers.losses(workdir)
   print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from mimjax.launch import targets
 from tests import cli_fuzz_driver
-from tests import trainer_utils as tu
+from tests import helpers
 
 PARSE = "refused when the flags are parsed"
 RUN = "refused when the command starts, before the expensive part"
@@ -232,7 +232,7 @@ def cases(kind: str, entry) -> list[tuple[str, str | Accepted, tuple]]:
 
 
 def _driver_env() -> dict:
-  return dict(os.environ, PYTHONPATH=tu.ROOT)
+  return dict(os.environ, PYTHONPATH=helpers.ROOT)
 
 
 @functools.cache
@@ -242,7 +242,7 @@ def fuzz(command: str) -> tuple[dict, list[tuple], list[dict]]:
   with tempfile.TemporaryFile("w+") as stderr:
     driver = subprocess.Popen([sys.executable, "-m", "tests.cli_fuzz_driver", command],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                              text=True, cwd=tu.ROOT, env=_driver_env())
+                              text=True, cwd=helpers.ROOT, env=_driver_env())
     try:
       declared = json.loads(driver.stdout.readline() or "null")
       todo = []
@@ -353,10 +353,10 @@ REAL = {
 
 
 def test_every_command_is_fuzzed_and_started_for_real():
-  with open(os.path.join(tu.ROOT, "setup.py")) as f:
+  with open(os.path.join(helpers.ROOT, "setup.py")) as f:
     scripts = dict(re.findall(r'"(mimjax-[\w-]+) = ([\w.]+):main"', f.read()))
   # launch/sweep.py is mimjax-sweep.
-  launchers = {f"launch/{name}" for name in os.listdir(os.path.join(tu.ROOT, "launch"))
+  launchers = {f"launch/{name}" for name in os.listdir(os.path.join(helpers.ROOT, "launch"))
                if name.endswith(".py") and name != "sweep.py"}
   assert set(SPEC) == set(REAL) == set(scripts) | launchers
   modules = {c: m for c, (m, *_) in {**cli_fuzz_driver.ABSL, **cli_fuzz_driver.ARGPARSE}.items()}
@@ -366,9 +366,9 @@ def test_every_command_is_fuzzed_and_started_for_real():
 @pytest.mark.parametrize("command", REAL)
 def test_a_real_command_prints_its_one_line_and_nothing_else(command, tmp_path):
   args, line = REAL[command]
-  env = tu.cli_env()
+  env = helpers.cli_env()
   env.pop("JAX_PLATFORMS", None)  # mimjax/tf_env.py chooses, as on a user's machine
   args = [a.replace("WORKDIR", str(tmp_path / "w")) for a in args]
-  out = subprocess.run([sys.executable, *args], env=env, cwd=tu.ROOT, capture_output=True,
+  out = subprocess.run([sys.executable, *args], env=env, cwd=helpers.ROOT, capture_output=True,
                        text=True, timeout=300)
   assert (out.returncode, out.stderr) == (2, f"{command}: error: {line}\n")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests import trainer_utils as tu
+from tests import helpers
 
 SIZE = "1200k"  # one checkpoint of the tiny model (~0.75 MB on tmpfs) fits, two do not
 
@@ -32,8 +32,8 @@ def test_save_on_a_full_disk_stops_at_the_next_step_in_one_line_and_the_restart_
   os.makedirs(mount)
   script = (f'mount -t tmpfs -o size={SIZE} tmpfs "$1" && '
             f'exec "{sys.executable}" -m tests.full_disk_scenario "$1"')
-  result = subprocess.run(prefix + ["sh", "-c", script, "sh", mount], env=tu.cli_env(),
-                          cwd=tu.ROOT, capture_output=True, text=True, timeout=600)
+  result = subprocess.run(prefix + ["sh", "-c", script, "sh", mount], env=helpers.cli_env(),
+                          cwd=helpers.ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
   line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
   got = json.loads(line[len("RESULT "):])

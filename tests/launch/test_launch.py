@@ -18,7 +18,7 @@ from mimjax import topology
 from mimjax.launch import slurm
 from mimjax.launch import tpu
 from tests import helpers
-from tests.launch import gcs_emulator
+from tests import gcs_emulator
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
 STEPS = helpers.STEPS

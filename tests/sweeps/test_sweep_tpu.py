@@ -17,7 +17,7 @@ from mimjax import topology
 from mimjax.launch import tpu
 from mimjax.sweeps import launch
 from mimjax.sweeps import report
-from tests.launch import gcs_emulator
+from tests import gcs_emulator
 from tests import helpers
 
 ROOT = f"gs://{gcs_emulator.BUCKET}/tpu_sweep"

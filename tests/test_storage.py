@@ -21,30 +21,29 @@ from mimjax import storage
 from mimjax import train
 from mimjax import workdir_layout
 from mimjax import workdir_lock
-from tests import trainer_utils as tu
-from tests.launch import gcs_emulator
-from tests.launch import launch_utils as lu
+from tests import helpers
+from tests import gcs_emulator
 
 BUCKET = f"gs://{gcs_emulator.BUCKET}"
-STEPS = lu.STEPS
+STEPS = helpers.STEPS
 
 
 def test_gs_run_killed_resumes_exactly_then_exports_and_loads(gcs, reference):
   workdir = f"{BUCKET}/killed"
-  run = lu.start(tu.train_cmd("mae", workdir, **STEPS))
-  lu.read_until(run, "step 5/12")  # the save of step 4 has begun, so step 2's is complete
+  run = helpers.start(helpers.train_cmd("mae", workdir, **STEPS))
+  helpers.read_until(run, "step 5/12")  # the save of step 4 has begun, so step 2's is complete
   run.send_signal(signal.SIGKILL)
   run.wait()
   assert checkpoint.Checkpointer(workdir, read_only=True).latest_step() in (2, 4)
 
-  resumed = tu.run_cli(tu.train_cmd("mae", workdir, **STEPS))
+  resumed = helpers.run_cli(helpers.train_cmd("mae", workdir, **STEPS))
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert f"Resuming from {workdir}/checkpoints at step" in resumed.stdout
-  assert lu.losses(workdir) == tu.losses(reference)  # one run's rows, equal to the local run's
+  assert helpers.losses(workdir) == helpers.losses(reference)  # one run's rows, equal to the local run's
   assert list(storage.path(f"{workdir}/tensorboard").glob("events.out.tfevents.*"))
   assert not storage.path(f"{workdir}/{workdir_layout.METRICS}").exists()  # chunks, not an append
 
-  exported = tu.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
+  exported = helpers.run_cli([sys.executable, "-m", "mimjax.export.cli", f"--workdir={workdir}",
                          "--format=hf", f"--out={workdir}/export_hf"])
   assert exported.returncode == 0, exported.stderr
   from_gs = mimjax.load_pretrained(f"{workdir}/export_hf")
@@ -57,19 +56,19 @@ def test_profile_on_a_gs_workdir_is_copied_there(gcs, capsys):
   """The trace is written locally (TensorFlow's storage client cannot reach the emulator) and
   copied in; a run that ends inside the profile's window keeps the steps it traced."""
   workdir = f"{BUCKET}/profiled"
-  train.train(tu.tiny_config("mae", total_steps=3, **{"profile.start_step": 2,
+  train.train(helpers.tiny_config("mae", total_steps=3, **{"profile.start_step": 2,
                                                         "profile.num_steps": 10}), workdir)
   traces = list(storage.path(f"{workdir}/profile").glob("plugins/profile/*/*.xplane.pb"))
   assert len(traces) == 1
-  assert tu.traced_steps(traces[0]) == {2, 3}
+  assert helpers.traced_steps(traces[0]) == {2, 3}
   assert f"Profile of steps 2-3: {workdir}/profile" in capsys.readouterr().out
 
 
 def test_storage_outage_during_saves_is_retried_through(gcs):
   workdir = f"{BUCKET}/outage"
-  run = lu.start(tu.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
+  run = helpers.start(helpers.train_cmd("mae", workdir, total_steps=12, ckpt_every_steps=2))
   try:
-    lu.read_until(run, "step 5/12")  # the save of step 4 is in flight
+    helpers.read_until(run, "step 5/12")  # the save of step 4 is in flight
     gcs.stop()
     time.sleep(3)
   finally:
@@ -77,7 +76,7 @@ def test_storage_outage_during_saves_is_retried_through(gcs):
   rest = run.communicate(timeout=240)[0]
   assert run.returncode == 0, rest
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [8, 10, 12]
-  assert sorted(lu.losses(workdir)) == list(range(1, 13))
+  assert sorted(helpers.losses(workdir)) == list(range(1, 13))
 
 
 def test_a_failed_save_stops_the_run_at_the_next_step_in_one_line(tmp_path):
@@ -90,8 +89,8 @@ def test_a_failed_save_stops_the_run_at_the_next_step_in_one_line(tmp_path):
     workdir = f"{BUCKET}/failing_saves"
     run = subprocess.run(
         [sys.executable, "-m", "tests.save_failure_run",
-         *tu.cli_flags("mae", workdir, total_steps=16, ckpt_every_steps=4)],
-        env=dict(tu.cli_env(), **broken.env()), cwd=tu.ROOT, capture_output=True, text=True,
+         *helpers.cli_flags("mae", workdir, total_steps=16, ckpt_every_steps=4)],
+        env=dict(helpers.cli_env(), **broken.env()), cwd=helpers.ROOT, capture_output=True, text=True,
         timeout=300)
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr[-3000:]
@@ -105,8 +104,8 @@ def test_a_failed_save_stops_the_run_at_the_next_step_in_one_line(tmp_path):
     assert f"the details are in {log}" in lines[0]
     read = ("import json; from mimjax import checkpoint, storage; print(json.dumps("
             f"[checkpoint.steps({workdir!r}), storage.path({log!r}).read_text()]))")
-    looked = subprocess.run([sys.executable, "-c", read], env=dict(tu.cli_env(), **broken.env()),
-                            cwd=tu.ROOT, capture_output=True, text=True, timeout=120)
+    looked = subprocess.run([sys.executable, "-c", read], env=dict(helpers.cli_env(), **broken.env()),
+                            cwd=helpers.ROOT, capture_output=True, text=True, timeout=120)
     complete, details = json.loads(looked.stdout.splitlines()[-1])
     assert failed not in complete
     assert (f"step {max(complete)}, is intact" if complete else
@@ -119,7 +118,7 @@ def test_a_failed_save_stops_the_run_at_the_next_step_in_one_line(tmp_path):
 def test_missing_bucket_is_refused_in_seconds(gcs):
   start = time.monotonic()
   with pytest.raises(storage.StorageError, match="bucket gs://no-such-bucket does not exist"):
-    train.train(tu.tiny_config("mae"), "gs://no-such-bucket/run")
+    train.train(helpers.tiny_config("mae"), "gs://no-such-bucket/run")
   with pytest.raises(storage.StorageError, match="gs://no-such-bucket does not exist"):
     mimjax.load_pretrained("gs://no-such-bucket/export")
   assert time.monotonic() - start < 10
@@ -128,12 +127,12 @@ def test_missing_bucket_is_refused_in_seconds(gcs):
 def test_storage_that_never_answers_is_one_line_and_the_command_exits_at_once():
   """The storage client retries a refused connection for half a minute, logging each failure;
   the command must not wait for it (nor print its tracebacks) after saying what is wrong."""
-  env = dict(tu.cli_env(), STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{tu.free_port()}",
+  env = dict(helpers.cli_env(), STORAGE_EMULATOR_HOST=f"http://127.0.0.1:{helpers.free_port()}",
              GOOGLE_AUTH_TOKEN_FOR_TESTING="x")
   code = ("from mimjax import errors, storage; "
           "errors.exit_on_user_error('prog', storage.check_bucket, 'gs://b/run', seconds=1)")
   start = time.monotonic()
-  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tu.ROOT, capture_output=True,
+  out = subprocess.run([sys.executable, "-c", code], env=env, cwd=helpers.ROOT, capture_output=True,
                        text=True, timeout=120)
   assert out.returncode == 2 and time.monotonic() - start < 20, out.stderr[-2000:]
   assert out.stderr == ("prog: error: checking gs://b: no answer from the storage service within "
@@ -187,7 +186,7 @@ def test_a_workdir_private_to_each_host_is_refused(tmp_path):
 def test_storage_outage_at_resume_moves_nothing_and_says_so(gcs):
   """Storage that does not answer is not a damaged checkpoint: nothing is moved aside."""
   workdir = f"{BUCKET}/outage_resume"
-  config = tu.tiny_config("mae", total_steps=2, ckpt_every_steps=2)
+  config = helpers.tiny_config("mae", total_steps=2, ckpt_every_steps=2)
   train.train(config, workdir)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   built = step_lib.build_step(config, sharding.make_mesh(1, 1), lambda s: 0.0, 2)
@@ -209,7 +208,7 @@ def test_a_live_run_on_a_gs_workdir_keeps_a_second_trainer_out(gcs):
   block a restart is the kill/resume test above)."""
   workdir = f"{BUCKET}/locked"
   with workdir_lock.WorkdirLock(workdir):
-    result = tu.run_cli(tu.train_cmd("mae", workdir))
+    result = helpers.run_cli(helpers.train_cmd("mae", workdir))
     assert storage.path(workdir).joinpath(workdir_layout.LOCK).exists()
   assert result.returncode == 2, result.stderr[-2000:]
   assert "Traceback" not in result.stderr, result.stderr[-2000:]

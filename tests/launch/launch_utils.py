@@ -1,2 +1,0 @@
-"""Moved to tests/helpers.py; this name stays only until its last importer switches."""
-from tests.helpers import *  # noqa: F401,F403  pylint: disable=wildcard-import,unused-wildcard-import
