@@ -14,7 +14,7 @@ import urllib.request
 BUCKET = "mimjax-test"
 
 
-def _free_port() -> int:  # not tests.trainer_utils': this file also runs as the server's script
+def _free_port() -> int:  # not tests.helpers': this file also runs as the server's script
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
