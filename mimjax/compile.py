@@ -55,7 +55,7 @@ EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_INTERNAL_ERROR = 0, 1, 3  # 2: errors.EXIT_US
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
+class CompileTarget:
   """What to compile for: devices (real or abstract), their chip and memory per device."""
   name: str
   devices: list
@@ -67,14 +67,14 @@ class Target:
     return len({d.process_index for d in self.devices})
 
 
-def tpu_target(name: str) -> Target:
+def tpu_target(name: str) -> CompileTarget:
   tpu_slice = topology_lib.parse(name)
   chip = tpu_slice.tpu.chip
-  return Target(f"{tpu_slice.jax_name} ({tpu_slice.gcloud_name})",
+  return CompileTarget(f"{tpu_slice.jax_name} ({tpu_slice.gcloud_name})",
                 topology_lib.devices(tpu_slice), chip, chip.hbm_bytes)
 
 
-def local_target() -> Target:
+def local_target() -> CompileTarget:
   """This machine's devices; a CPU's 'HBM' is its share of the host's memory."""
   import jax
 
@@ -87,7 +87,7 @@ def local_target() -> Target:
     hbm = chip.hbm_bytes
   else:
     hbm = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // jax.local_device_count()
-  return Target(f"local ({len(devices)} x {devices[0].device_kind})", devices, chip, hbm)
+  return CompileTarget(f"local ({len(devices)} x {devices[0].device_kind})", devices, chip, hbm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def _xla_out_of_memory(error: Exception) -> bool:
 # ---------------------------------------------------------------------------------------------
 # The analysis.
 # ---------------------------------------------------------------------------------------------
-def analyze(config, target: Target, assumed_mfu: float) -> dict:
+def analyze(config, target: CompileTarget, assumed_mfu: float) -> dict:
   """Compiles the trainer's step of `config` for `target` and returns the report (a dict)."""
   import jax
 
@@ -324,7 +324,7 @@ def analyze(config, target: Target, assumed_mfu: float) -> dict:
   return report
 
 
-def compare_meshes(config, target: Target, assumed_mfu: float) -> dict:
+def compare_meshes(config, target: CompileTarget, assumed_mfu: float) -> dict:
   """The same step as data=N and as fsdp=N; recommends the cheaper one that fits."""
   n = len(target.devices)
   reports = {}
