@@ -57,8 +57,11 @@ def train_probe(train_x, train_y, val_x, val_y, num_classes: int, *, epochs: int
   steps_per_epoch = max(len(rows) // batch, 1)
   total = epochs * steps_per_epoch
   peak = base_lr * batch / 256
-  schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warmup_epochs * steps_per_epoch,
-                                                max(total, 1), 0.0)
+  warmup = min(warmup_epochs * steps_per_epoch, total)
+  # Warm-up over every step (warmup_epochs == epochs, which the config allows) leaves no cosine,
+  # whose optax schedule needs at least one step.
+  schedule = (optax.warmup_cosine_decay_schedule(0.0, peak, warmup, total, 0.0) if warmup < total
+              else optax.linear_schedule(0.0, peak, max(warmup, 1)))
   tx = lars(schedule)
   head = ProbeHead(num_classes)
   variables = head.init(jax.random.key(seed), jnp.zeros((2, train_x.shape[1])), train=False)

@@ -70,6 +70,14 @@ def test_linear_probe_matches_scikit_learn_logistic_regression():
   assert ours["top5"] >= ours["top1"]
 
 
+def test_linear_probe_whose_warm_up_is_every_epoch_trains():
+  # warmup_epochs == epochs is a valid config (warm-up, no cosine); it used to crash in optax.
+  train_x, train_y, val_x, val_y = _blobs(800, 200, 8, 3, 0.3, 0)
+  result = linear_probe.train_probe(train_x, train_y, val_x, val_y, 3, epochs=30, warmup_epochs=30,
+                                    base_lr=40.0, batch_size=128)
+  assert result["top1"] > 0.8, result
+
+
 def test_probe_head_is_batchnorm_without_affine_and_lars_skips_biases():
   head = linear_probe.ProbeHead(3)
   variables = head.init(jax.random.key(0), jnp.zeros((2, 4)), train=False)
