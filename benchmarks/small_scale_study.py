@@ -1,7 +1,7 @@
 r"""MAE against LUT at a scale a CPU runs, each against random inits of the same encoder.
 
   python benchmarks/small_scale_study.py --out study/                  # MAE and LUT, 3 seeds
-  python benchmarks/small_scale_study.py --out study/ --knobs          # and LUT's knobs
+  python benchmarks/small_scale_study.py --out study/ --knobs all      # and LUT's knobs
   python benchmarks/small_scale_study.py --out study/ --tiny           # seconds: that it works
 
 Both methods pre-train the same small ViT (W64-D4-H4/8 on the bundled 32 px digits: 80% for
@@ -165,12 +165,18 @@ def main():
   parser.add_argument("--out", required=True, help="Folder for the workdirs, table and figure.")
   parser.add_argument("--steps", type=int, default=600, help="Pre-training steps per run.")
   parser.add_argument("--seeds", type=int, default=3, help="Seeds per method (0, 1, ...).")
-  parser.add_argument("--knobs", action="store_true", help="Also move LUT's knobs, one at a time.")
+  parser.add_argument("--knobs", default="", help="Also move LUT's knobs, one at a time: 'all', "
+                      f"or some of {[label for label, _ in KNOBS]}, comma-separated.")
   parser.add_argument("--tiny", action="store_true",
                       help="A smaller ViT, few probe epochs and images: that it works, in seconds.")
   args = parser.parse_args()
   if args.steps < 1 or args.seeds < 1:
     parser.error("--steps and --seeds must be >= 1")
+  knobs = [label for label, _ in KNOBS] if args.knobs == "all" else [
+      k for k in args.knobs.split(",") if k]
+  unknown = set(knobs) - {label for label, _ in KNOBS}
+  if unknown:
+    parser.error(f"--knobs: unknown {sorted(unknown)}; the knobs: {[l for l, _ in KNOBS]}")
   os.makedirs(args.out, exist_ok=True)
   results, analyses = {}, {}
   start = time.time()
@@ -182,8 +188,8 @@ def main():
     for method in ("mae", "lut"):
       run(f"{method.upper()} seed {seed}", config_for(method, args.steps, seed, tiny=args.tiny),
           args.out, args.tiny, results, analyses)
-  if args.knobs:
-    for label, overrides in KNOBS:
+  for label, overrides in KNOBS:
+    if label in knobs:
       run(f"LUT {label}", config_for("lut", args.steps, 0, overrides, args.tiny), args.out,
           args.tiny, results, analyses)
   text = table(results)
