@@ -62,8 +62,9 @@ def read(workdir) -> list[dict]:
 
 
 def _keep_until(text: str, step: int) -> str:
-  return "".join(line + "\n" for line in text.splitlines()
-                 if line.strip() and json.loads(line)["step"] <= step)
+  """The rows up to `step`; a line a kill cut short is dropped (the resumed run logs it again)."""
+  rows = (_row(line) for line in text.splitlines() if line.strip())
+  return "".join(json.dumps(row) + "\n" for row in rows if row is not None and row["step"] <= step)
 
 
 class JsonLines:
