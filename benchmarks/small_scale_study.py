@@ -26,6 +26,7 @@ import time
 from mimjax import tf_env  # pylint: disable=unused-import  (first: before TensorFlow and jax)
 import jax  # pylint: disable=g-bad-import-order
 
+from configs import common
 from configs import lut as lut_recipe
 from configs import mae as mae_recipe
 from mimjax import api
@@ -38,7 +39,7 @@ from mimjax import train
 from mimjax.evals import analysis_runner
 from mimjax.evals import plots
 
-PRETRAIN, HELD_OUT = "train[:80%]", "train[80%:]"
+PRETRAIN, HELD_OUT = common.DIGITS_PRETRAIN, "train[80%:]"
 # LUT's knobs, one at a time over its base run (first seed): (label, config overrides).
 KNOBS = (
     ("bc_weight=0", {"lut.bc_weight": 0.0}),
@@ -52,15 +53,12 @@ KNOBS = (
 
 
 def config_for(method: str, steps: int, seed: int, overrides=None, tiny=False):
-  """The digits setup tests/evals/test_learn.py measured MAE to learn in, for MAE or LUT."""
+  """configs/common.py's digits setting for MAE or LUT (tiny: a smaller ViT)."""
   c = (mae_recipe if method == "mae" else lut_recipe).get_config("demo").unlock()
   c.seed = seed
-  c.input.dataset, c.input.split = "digits", PRETRAIN
-  c.input.image_size, c.input.batch_size = 32, 64
-  c.model.variant = "W32-D2-H2/8" if tiny else "W64-D4-H4/8"
-  c.model.norm_pix_loss = False  # a flat background patch's target would be its colour x 1/std
-  c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
-  c.optim.lr_rule, c.optim.base_lr = "linear", 0.01  # the same peak lr for both: 2.5e-3
+  common.digits_small_scale(c)
+  if tiny:
+    c.model.variant = "W32-D2-H2/8"
   c.total_steps = steps
   c.log_every_steps, c.ckpt_every_steps, c.image_every_steps = max(steps // 4, 1), steps, 0
   for entry in c.evals.values():

@@ -16,6 +16,8 @@ elsewhere on another CPU's numerics, so the margins asserted leave room below th
 import jax
 import pytest
 
+from configs import common
+
 from mimjax import evals
 from mimjax import sharding
 from mimjax import state as state_lib
@@ -23,7 +25,7 @@ from mimjax import step as step_lib
 from mimjax import train
 from tests import helpers
 
-PRETRAIN, HELD_OUT = "train[:80%]", "train[80%:]"
+PRETRAIN, HELD_OUT = common.DIGITS_PRETRAIN, "train[80%:]"
 RANDOM_SEEDS = (0, 1)  # 0: the init this training started from
 KNN_MARGIN, PROBE_MARGIN = 0.03, 0.05  # top-1 over the best random init
 
@@ -31,19 +33,7 @@ KNN_MARGIN, PROBE_MARGIN = 0.03, 0.05  # top-1 over the best random init
 def pretraining_config(steps: int):
   """configs/mae.py's demo shrunk for the 32 px digits."""
   c = helpers.load_config("mae", "demo")
-  c.input.dataset = "digits"
-  c.input.split = PRETRAIN  # the scored digits stay unseen
-  c.input.image_size = 32
-  c.input.batch_size = 64
-  # 8 px patches (16 tokens per digit) and pixel targets: the setup measured to beat random
-  # (4 px patches did not; norm_pix_loss would make each flat background patch's target its
-  # colour blown up to unit variance).
-  c.model.variant = "W64-D4-H4/8"
-  c.model.norm_pix_loss = False
-  c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 64, 2, 4
-  # A peak lr of 2.5e-3 at batch 64: at 5e-3 the kNN result swung with the CPU's numerics (one
-  # seed of three at the random baseline on an Intel Xeon, all three above it on an AMD EPYC).
-  c.optim.base_lr = 0.01
+  common.digits_small_scale(c)  # the scored digits (HELD_OUT) stay unseen
   c.total_steps = steps
   c.log_every_steps = 100
   c.ckpt_every_steps = steps
