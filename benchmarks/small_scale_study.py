@@ -6,12 +6,13 @@ r"""MAE against LUT at a scale a CPU runs, each against random inits of the same
 
 Both methods pre-train the same small ViT (W64-D4-H4/8 on the bundled 32 px digits: 80% for
 pre-training, labels unused) with the same optimizer and peak lr, for `--steps` each; LUT adds
-its heads, teacher and second view (configs/lut.py's values: BC weight 0.25, EMA 0.996). Every
+its heads, teacher and second view (configs/lut.py's demo: BC weight 0.1, EMA base 0.9995). Every
 encoder, and random inits of it for each seed, is scored on the held-out 20%: kNN top-1 on the
 mean patch feature and on [CLS], a linear probe on [CLS] (trained to convergence: 200 epochs),
 the mean attention distance per layer and the effective rank of the pooled features (the LUT
 paper's analyses, mimjax-analyze's definitions). `--knobs` then moves LUT's knobs one at a time
-on the first seed (BC weight, EMA base momentum, mask ratio, run length).
+on the first seed (BC weight, EMA base momentum, both at ImageNet's values, mask ratio, head
+width, run length).
 
 Writes OUT/study.json (every run's numbers), OUT/study.md (the table) and OUT/comparison.png
 (the analysis figure of the random init and the best MAE and LUT runs). Figures are printed,
@@ -39,24 +40,29 @@ from mimjax import train
 from mimjax.evals import analysis_runner
 from mimjax.evals import plots
 
-PRETRAIN, HELD_OUT = common.DIGITS_PRETRAIN, "train[80%:]"
+PRETRAIN, HELD_OUT = common.DIGITS_PRETRAIN, common.DIGITS_HELD_OUT
 # LUT's knobs, one at a time over its base run (first seed): (label, config overrides).
 KNOBS = (
     ("bc_weight=0", {"lut.bc_weight": 0.0}),
+    ("bc_weight=0.05", {"lut.bc_weight": 0.05}),
+    ("bc_weight=0.25", {"lut.bc_weight": 0.25}),
     ("bc_weight=1", {"lut.bc_weight": 1.0}),
     ("ema_base=0.99", {"lut.ema_base": 0.99}),
-    ("ema_base=0.9995", {"lut.ema_base": 0.9995}),
+    ("ema_base=0.996", {"lut.ema_base": 0.996}),
+    ("ema_base=0.9999", {"lut.ema_base": 0.9999}),
+    # ImageNet's values (configs/lut.py's recipe): LUT as the study first ran it.
+    ("bc_weight=0.25+ema_base=0.996", {"lut.bc_weight": 0.25, "lut.ema_base": 0.996}),
     ("mask_ratio=0.5", {"model.mask_ratio": 0.5}),
     ("mask_ratio=0.9", {"model.mask_ratio": 0.9}),
+    ("head_hidden=1024", {"model.head_hidden": 1024}),
     ("steps x2", {"total_steps": 2}),  # a factor of --steps
 )
 
 
 def config_for(method: str, steps: int, seed: int, overrides=None, tiny=False):
-  """configs/common.py's digits setting for MAE or LUT (tiny: a smaller ViT)."""
+  """configs/mae.py's or configs/lut.py's demo (tiny: a smaller ViT)."""
   c = (mae_recipe if method == "mae" else lut_recipe).get_config("demo").unlock()
   c.seed = seed
-  common.digits_small_scale(c)
   if tiny:
     c.model.variant = "W32-D2-H2/8"
   c.total_steps = steps
@@ -124,15 +130,19 @@ def _row_text(n):
           f"{' '.join(f'{d:.1f}' for d in n['attention_distance'])} px")
 
 
-def group(results, prefix):
-  return [v for k, v in results.items() if k.startswith(prefix + " seed")]
+def groups(results) -> dict[str, list[dict]]:
+  """Runs by label, in order: "MAE seed 1" is one of "MAE"'s seeds, a knob's run its own."""
+  out = {}
+  for name, numbers in results.items():
+    out.setdefault(name.split(" seed ")[0], []).append(numbers)
+  return out
 
 
 def table(results) -> str:
-  """Mean (min-max) over seeds per method, then the knobs; gains against the random inits."""
+  """Mean (min-max) over seeds per label; gains against the mean of the random inits."""
   keys = ("knn_mean", "knn_cls", "probe_cls", "effective_rank")
-  random_runs = group(results, "random")
-  baseline = {k: statistics.mean(r[k] for r in random_runs) for k in keys}
+  runs_by_label = groups(results)
+  baseline = {k: statistics.mean(r[k] for r in runs_by_label["random"]) for k in keys}
   lines = ["| run | seeds | kNN mean | kNN [CLS] | probe [CLS] | eff. rank | attention distance "
            "per layer (px) |", "|---|---|---|---|---|---|---|"]
 
@@ -143,18 +153,11 @@ def table(results) -> str:
     gain = f", {mean - baseline[key]:+.3f}" if gain and key != "effective_rank" else ""
     return f"{mean:.3f}{spread}{gain}"
 
-  def line(label, runs):
+  for label, runs in runs_by_label.items():
     distances = [statistics.mean(d) for d in zip(*(r["attention_distance"] for r in runs))]
     cells = (cell(runs, k, gain=label != "random") for k in keys)
     lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) +
                  f" | {' '.join(f'{d:.1f}' for d in distances)} |")
-
-  for label in ("random", "MAE", "LUT"):
-    if group(results, label):
-      line(label, group(results, label))
-  for name, numbers in results.items():
-    if name.startswith("LUT ") and " seed" not in name:
-      line(name, [numbers])
   return "\n".join(lines)
 
 
@@ -165,6 +168,8 @@ def main():
   parser.add_argument("--seeds", type=int, default=3, help="Seeds per method (0, 1, ...).")
   parser.add_argument("--knobs", default="", help="Also move LUT's knobs, one at a time: 'all', "
                       f"or some of {[label for label, _ in KNOBS]}, comma-separated.")
+  parser.add_argument("--methods", default="mae,lut", help="The methods to pre-train per seed "
+                      "(the random inits are always scored).")
   parser.add_argument("--tiny", action="store_true",
                       help="A smaller ViT, few probe epochs and images: that it works, in seconds.")
   args = parser.parse_args()
@@ -175,6 +180,9 @@ def main():
   unknown = set(knobs) - {label for label, _ in KNOBS}
   if unknown:
     parser.error(f"--knobs: unknown {sorted(unknown)}; the knobs: {[l for l, _ in KNOBS]}")
+  methods = [m for m in args.methods.split(",") if m]
+  if not set(methods) <= {"mae", "lut"}:
+    parser.error(f"--methods: {args.methods!r}; use 'mae', 'lut' or 'mae,lut'")
   os.makedirs(args.out, exist_ok=True)
   results, analyses = {}, {}
   start = time.time()
@@ -183,20 +191,20 @@ def main():
     numbers, analyses[f"random seed {seed}"] = scores(base, random_params(base, seed), args.tiny)
     results[f"random seed {seed}"] = numbers
     print(f"== random seed {seed}: {_row_text(numbers)}", flush=True)
-    for method in ("mae", "lut"):
+    for method in methods:
       run(f"{method.upper()} seed {seed}", config_for(method, args.steps, seed, tiny=args.tiny),
           args.out, args.tiny, results, analyses)
-  for label, overrides in KNOBS:
-    if label in knobs:
-      run(f"LUT {label}", config_for("lut", args.steps, 0, overrides, args.tiny), args.out,
-          args.tiny, results, analyses)
+  for label in knobs:  # in the order asked for
+    run(f"LUT {label}", config_for("lut", args.steps, 0, dict(KNOBS)[label], args.tiny),
+        args.out, args.tiny, results, analyses)
   text = table(results)
   with open(os.path.join(args.out, "study.json"), "w") as f:
     json.dump(dict(steps=args.steps, seeds=args.seeds, results=results), f, indent=1)
   with open(os.path.join(args.out, "study.md"), "w") as f:
     f.write(text + "\n")
-  best = [max((k for k in results if k.startswith(label + " seed")),
-              key=lambda k: results[k]["knn_mean"]) for label in ("random", "MAE", "LUT")]
+  best = [max(runs, key=lambda k: results[k]["knn_mean"]) for runs in (
+      [k for k in results if k.startswith(label + " seed")] for label in ("random", "MAE", "LUT"))
+           if runs]
   plots.comparison({k: analyses[k] for k in best}, os.path.join(args.out, "comparison.png"))
   print(text)
   print(f"({time.time() - start:.0f} s; gains against the mean of the random inits; "

@@ -6,7 +6,8 @@ epochs, PIL-exact antialiased bicubic RandomResizedCrop, mixed precision: bfloat
 
   mimjax-train --config configs/mae.py:variant=B/16,dataset=imagenet2012 --workdir /ckpt/mae_b16
 
-The demo (a small ViT on the bundled offline photos, a few minutes on 2 CPU cores):
+The demo (a small ViT on the bundled digits, under 2 minutes on 2 CPU cores; it scores itself
+by kNN on held-out digits at step 0 and at the end):
 
   mimjax-train --config configs/mae.py:demo --workdir workdirs/mae_demo
 
@@ -24,6 +25,5 @@ def get_config(arg=None):
   c.optim.accum_steps = 1  # 64 per GPU x 64 GPUs, no accumulation (--accum_iter 1)
   if "demo" in args:
     common.pretraining_demo(c)
-    c.optim.base_lr = 8e-3  # a peak lr of 1e-3 at batch 32
   common.apply_args(c, args)
   return c.lock()

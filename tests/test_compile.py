@@ -119,9 +119,9 @@ def test_memory_matches_the_state(reports, name, hbm):
 
 
 @needs_libtpu
-@pytest.mark.parametrize("name,steps", [("v5e:2x2", 200), ("v4:2x2x1", 4)])
+@pytest.mark.parametrize("name,steps", [("v5e:2x2", 1200), ("v4:2x2x1", 4)])
 def test_the_verdict_gives_the_runs_length_and_cost(reports, compared, name, steps):
-  """The bill: the run's steps (total_steps set: the demo's 200, the tiny config's 4) at the
+  """The bill: the run's steps (total_steps set: the demo's 1200, the tiny config's 4) at the
   estimated step time, in hours on the slice's 4 chips and in chip-hours."""
   r = reports[name]
   assert (r["total_steps"], r["epochs"]) == (steps, None)

@@ -191,7 +191,7 @@ def test_finetune_step_trains_the_position_embedding():
   np.testing.assert_array_equal(state["params"]["encoder"]["pos_embed"], table)
   # A fresh classifier computes what the fixed-table one computes.
   images = np.random.default_rng(0).standard_normal((2, 16, 16, 3)).astype(np.float32)
-  fixed = classifier.Classifier("mu/4", num_classes=20, learned_pos=False)
+  fixed = classifier.Classifier("mu/4", num_classes=c.model.num_classes, learned_pos=False)
   encoder = {k: v for k, v in state["params"]["encoder"].items() if k != "pos_embed"}
   np.testing.assert_array_equal(
       model.apply({"params": state["params"]}, images),

@@ -22,7 +22,8 @@ from tests import helpers
 @pytest.mark.parametrize("method", ["mae", "lut"])
 def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
   workdir = str(tmp_path / method)
-  train.train(helpers.tiny_config(method, image_every_steps=2), workdir)
+  c = helpers.tiny_config(method, image_every_steps=2)
+  train.train(c, workdir)
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   assert [r["step"] for r in rows] == [1, 2, 3, 4]
   keys = {"step", "loss", "lr", "grad_norm", "images_per_sec", "input_wait_fraction"}
@@ -30,13 +31,13 @@ def test_end_to_end_run_writes_metrics_and_checkpoints(method, tmp_path):
     keys |= {"mae_loss", "bc_loss", "ema_momentum"}
   for r in rows:
     assert keys <= set(r) and all(math.isfinite(r[k]) for k in keys)
-  peak = optim.peak_learning_rate(8e-3 if method == "mae" else 7e-4, 8, "linear" if method == "mae" else "sqrt")
+  peak = optim.peak_learning_rate(c.optim.base_lr, c.input.batch_size, c.optim.lr_rule)
   assert rows[0]["lr"] == pytest.approx(peak)  # 4 steps leave no room for warm-up: cosine from peak
   assert rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"] > rows[3]["lr"] > 0
   if method == "lut":
     for r in rows:
-      assert r["loss"] == pytest.approx(r["mae_loss"] + 0.25 * r["bc_loss"], rel=1e-5)
-    assert rows[0]["ema_momentum"] == pytest.approx(0.996)
+      assert r["loss"] == pytest.approx(r["mae_loss"] + c.lut.bc_weight * r["bc_loss"], rel=1e-5)
+    assert rows[0]["ema_momentum"] == pytest.approx(c.lut.ema_base)
     assert rows[0]["ema_momentum"] < rows[-1]["ema_momentum"] < 1
   assert checkpoint.Checkpointer(workdir, read_only=True).all_steps() == [2, 4]
   assert os.listdir(os.path.join(workdir, "tensorboard"))

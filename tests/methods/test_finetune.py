@@ -1,6 +1,7 @@
 """Fine-tuning end to end on the bundled labelled photos: the trainer's third method.
 
-A tiny MAE is pre-trained on the offline photos; fine-tuning it reaches a higher validation
+A tiny MAE is pre-trained on the offline photos (the demos' settings, on the data the margin was
+measured on); fine-tuning it reaches a higher validation
 top-1 than fine-tuning a randomly initialized encoder with the same budget, and the fine-tuned
 workdir exports to timm with the same logits.
 """
@@ -17,6 +18,16 @@ PRETRAIN_STEPS = 500
 FINETUNE_STEPS = 150
 
 
+def _on_photos(c, **input_keys):
+  """The bundled photos (20 classes), batch 32: the setting this test's margin was measured on
+  (the demos moved to the digits since)."""
+  c.input.dataset, c.input.batch_size, c.input.image_size = "offline_photos", 32, 32
+  c.input.split = "train[:75%]"
+  for key, value in input_keys.items():
+    c.input[key] = value
+  c.model.variant = "mu/4"
+
+
 def _last_row(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line) for line in f if line.strip()][-1]
@@ -25,8 +36,9 @@ def _last_row(workdir):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
   c = helpers.load_config("mae", "demo")
-  c.input.image_size = 32
-  c.model.variant = "mu/4"
+  _on_photos(c, split="train")
+  c.model.norm_pix_loss = True
+  c.optim.base_lr = 8e-3  # a peak lr of 1e-3 at batch 32
   c.model.decoder_width, c.model.decoder_depth, c.model.decoder_heads = 32, 1, 2
   c.total_steps = PRETRAIN_STEPS
   c.log_every_steps = c.ckpt_every_steps = PRETRAIN_STEPS
@@ -38,8 +50,10 @@ def pretrained(tmp_path_factory):
 
 def _finetune(workdir, init_from):
   c = helpers.load_config("finetune", "demo")
-  c.input.image_size = 32
-  c.model.variant = "mu/4"
+  _on_photos(c)
+  c.evals.val.split = "train[75%:]"
+  c.model.num_classes = 20
+  c.optim.base_lr = 1e-3 * 256 / 32  # a peak lr of 1e-3
   c.model.drop_path = 0.0
   # The batch ops (mixup, cutmix, erasing) are tested on their own; at this budget they only
   # add noise to the comparison.
