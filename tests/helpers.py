@@ -24,8 +24,9 @@ def load_config(method: str, arg: str | None = None):
 
 
 def tiny_config(method: str, **overrides):
-  """The demo config shrunk to seconds: mu/4 on 16 px images, batch 8."""
+  """The demo config shrunk to seconds: mu/4 on 16 px images of the bundled photos, batch 8."""
   c = load_config(method, "demo")
+  c.input.dataset, c.input.split = "offline_photos", "train"  # 160 images, 20 classes
   c.input.image_size = 16
   c.input.batch_size = 8
   c.model.variant = "mu/4"
@@ -52,9 +53,9 @@ def tiny_config(method: str, **overrides):
 def cli_flags(method: str, workdir: str, **overrides) -> list[str]:
   """Command-line flags that give `tiny_config(method, **overrides)`."""
   c = tiny_config(method, **overrides)
-  keys = ["input.image_size", "input.batch_size", "model.variant", "model.decoder_width",
-          "model.decoder_depth", "model.decoder_heads", "total_steps", "log_every_steps",
-          "ckpt_every_steps", "image_every_steps"] + [
+  keys = ["input.dataset", "input.split", "input.image_size", "input.batch_size", "model.variant",
+          "model.decoder_width", "model.decoder_depth", "model.decoder_heads", "total_steps",
+          "log_every_steps", "ckpt_every_steps", "image_every_steps"] + [
               f"evals.{name}.every_steps" for name in c.evals] + list(overrides)
   if method == "lut":
     keys.append("model.head_hidden")

@@ -127,7 +127,7 @@ def test_the_verdict_gives_the_runs_length_and_cost(reports, compared, name, ste
   assert (r["total_steps"], r["epochs"]) == (steps, None)
   assert r["run_hours_at_mfu"] == pytest.approx(steps * r["step_seconds_at_mfu"] / 3600)
   assert r["chip_hours_at_mfu"] == pytest.approx(4 * r["run_hours_at_mfu"])
-  assert re.fullmatch(rf"fits: [\d.]+ GiB of \d+ GiB; {steps} steps x (< )?[\d.]+ m?s = "
+  assert re.fullmatch(rf"fits: [\d.]+ GiB of \d+ GiB; {steps:,} steps x (< )?[\d.]+ m?s = "
                       r"(< )?[\d.]+ h on 4 chips = (< )?[\d.]+ chip-hours at 40% MFU",
                       r["verdict"]), r["verdict"]
   if name == "v5e:2x2":  # the CLI prints it

@@ -26,21 +26,23 @@ from tests import helpers
 
 SPLITS = dict(train_split="train[:75%]", val_split="train[75%:]")
 
-# configs/mae.py's demo plus a held-out reconstruction evaluator, as a config file of its own.
-CONFIG_FILE = '''
+# configs/mae.py's demo with `_with_evals`' evaluators, as a config file of its own.
+CONFIG_FILE = f'''
 from configs import mae
 from mimjax import evals
 def get_config(arg=None):
   c = mae.get_config(arg)
   with c.unlocked():
+    c.evals.knn = evals.make_config("knn", **{SPLITS})
     c.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]", every_steps=0)
   return c
 '''
 
 
 def _with_evals(config, every_steps=2):
-  config.evals.knn.every_steps = every_steps
   with config.unlocked():
+    # kNN on the [CLS] token (mimjax-eval's default feature) of the photos' last quarter (40).
+    config.evals.knn = evals.make_config("knn", every_steps=every_steps, **SPLITS)
     config.evals.reconstruction = evals.make_config("reconstruction", split="train[75%:]",
                                                     every_steps=every_steps)
   return config

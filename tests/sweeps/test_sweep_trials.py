@@ -121,7 +121,7 @@ def test_trials_get_typed_validated_configs():
     ([{"modle.mask_ratio": 0.6}], "config.modle does not exist"),
     ([{"keep_checkpoints": 2.5}], "config.keep_checkpoints=2.5: float given where the config holds int (3)"),
     ([{"model.mask_ratio": "high"}], "config.model.mask_ratio='high': str given where the config holds float (0.75)"),
-    ([{"model.norm_pix_loss": 1}], "config.model.norm_pix_loss=1: int given where the config holds bool (True)"),
+    ([{"model.norm_pix_loss": 1}], "config.model.norm_pix_loss=1: int given where the config holds bool (False)"),
     ([{"model": 1}], "config.model is a section, not a value"),
     ([{"optim.base_lr": None}], "config.optim.base_lr=None: the key holds a float"),
     ([{"model.mask_ratio": 0.6}, {"model.mask_ratio": 0.6}],
