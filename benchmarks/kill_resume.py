@@ -27,7 +27,8 @@ from mimjax import metric_files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # tests/helpers.py's tiny_config with total_steps=150, ckpt_every_steps=5, log_every_steps=1.
-TINY = {"input.image_size": 16, "input.batch_size": 8, "model.variant": "mu/4",
+TINY = {"input.dataset": "offline_photos", "input.split": "train",
+        "input.image_size": 16, "input.batch_size": 8, "model.variant": "mu/4",
         "model.decoder_width": 32, "model.decoder_depth": 1, "model.decoder_heads": 2,
         "total_steps": 150, "ckpt_every_steps": 5, "log_every_steps": 1, "image_every_steps": 0,
         "evals.knn.every_steps": -1}  # the demo's kNN is tested on its own
