@@ -83,7 +83,7 @@ def get_config(arg=None):
   elif recipe != "mae":
     raise config_lib.ConfigError(f"recipe={recipe!r}: use recipe=mae or recipe=lut")
   if "demo" in args:
-    # The pre-training demo's ViT on the bundled digits: about 2 minutes on 2 CPU cores.
+    # The pre-training demo's ViT on the bundled digits: about a minute on 2 CPU cores.
     common.demo(c)
     c.evals.val.split = common.DIGITS_HELD_OUT
     c.model.num_classes = 10
